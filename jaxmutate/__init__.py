@@ -1,0 +1,91 @@
+"""jaxmutate: functional neural architecture search and pruning on JAX + Flax.
+
+Mutables are Flax modules that take their choices as an explicit pytree input;
+mutators are pure functions of a supernet's variable tree that group, sample,
+set and export those choices. A subnet is just a dict of arrays threaded
+through ``model.apply``.
+"""
+
+from jaxmutate import algorithms as algorithms
+from jaxmutate import models as models
+from jaxmutate import mutables as mutables
+from jaxmutate import mutators as mutators
+from jaxmutate import search as search
+from jaxmutate.algorithms import SPOS as SPOS
+from jaxmutate.mutables import MUTABLES_COLLECTION as MUTABLES_COLLECTION
+from jaxmutate.mutables import BaseMutable as BaseMutable
+from jaxmutate.mutables import DiffChoiceRoute as DiffChoiceRoute
+from jaxmutate.mutables import DiffMutableModule as DiffMutableModule
+from jaxmutate.mutables import DiffMutableOP as DiffMutableOP
+from jaxmutate.mutables import GumbelChoiceRoute as GumbelChoiceRoute
+from jaxmutate.mutables import GumbelMutableOP as GumbelMutableOP
+from jaxmutate.mutables import OneHotMutableOP as OneHotMutableOP
+from jaxmutate.mutables import MutableSpec as MutableSpec
+from jaxmutate.mutables import MutableValue as MutableValue
+from jaxmutate.mutables import OneShotMutableModule as OneShotMutableModule
+from jaxmutate.mutables import OneShotMutableOP as OneShotMutableOP
+from jaxmutate.mutables import OneShotMutableValue as OneShotMutableValue
+from jaxmutate.mutables import OneShotProbMutableOP as OneShotProbMutableOP
+from jaxmutate.mutators import BaseMutator as BaseMutator
+from jaxmutate.mutators import DiffModuleMutator as DiffModuleMutator
+from jaxmutate.mutators import ModuleMutator as ModuleMutator
+from jaxmutate.mutators import NasMutator as NasMutator
+from jaxmutate.mutators import OneShotModuleMutator as OneShotModuleMutator
+from jaxmutate.models import SearchableConvNet as SearchableConvNet
+from jaxmutate.models import SearchableMLP as SearchableMLP
+from jaxmutate.models import SearchableShuffleNetV2 as SearchableShuffleNetV2
+from jaxmutate.registry import MODELS as MODELS
+from jaxmutate.registry import Registry as Registry
+from jaxmutate.registry import build as build
+from jaxmutate.registry import load_config as load_config
+from jaxmutate.resources import ResourceTable as ResourceTable
+from jaxmutate.resources import build_resource_table as build_resource_table
+from jaxmutate.resources import count_params as count_params
+from jaxmutate.resources import estimate_resources as estimate_resources
+from jaxmutate.search import EvolutionSearchLoop as EvolutionSearchLoop
+from jaxmutate.subnet import read_fix_subnet as read_fix_subnet
+from jaxmutate.subnet import save_fix_subnet as save_fix_subnet
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BaseMutable",
+    "EvolutionSearchLoop",
+    "ResourceTable",
+    "SPOS",
+    "SearchableConvNet",
+    "SearchableMLP",
+    "SearchableShuffleNetV2",
+    "algorithms",
+    "build_resource_table",
+    "count_params",
+    "estimate_resources",
+    "models",
+    "search",
+    "BaseMutator",
+    "DiffChoiceRoute",
+    "DiffModuleMutator",
+    "DiffMutableModule",
+    "DiffMutableOP",
+    "GumbelChoiceRoute",
+    "GumbelMutableOP",
+    "MODELS",
+    "MUTABLES_COLLECTION",
+    "ModuleMutator",
+    "MutableSpec",
+    "MutableValue",
+    "NasMutator",
+    "OneHotMutableOP",
+    "OneShotModuleMutator",
+    "OneShotMutableModule",
+    "OneShotMutableOP",
+    "OneShotMutableValue",
+    "OneShotProbMutableOP",
+    "Registry",
+    "build",
+    "load_config",
+    "mutables",
+    "mutators",
+    "read_fix_subnet",
+    "save_fix_subnet",
+]

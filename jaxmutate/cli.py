@@ -1,0 +1,115 @@
+"""The ``jaxmutate`` command: run a search from a config file, or the built-in demo.
+
+Usage::
+
+  jaxmutate search CONFIG [--work-dir DIR] [--seed N] [--cfg-options k=v ...] [--no-progress]
+  jaxmutate demo [--work-dir DIR] [--seed N] [--cfg-options k=v ...] [--no-progress]
+
+``CONFIG`` is a Python file of dicts (``model = dict(type="SPOS", ...)``); a
+path that does not exist but names a file in the package's ``configs/``
+(e.g. ``configs/spos_digits.py``) is taken from there. The run writes
+``DIR/best_fix_subnet.yaml`` and ``DIR/summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+DEMO_CONFIG = "spos_digits.py"
+PACKAGE_CONFIGS = Path(__file__).with_name("configs")
+
+
+def resolve_config(path: str) -> Path:
+  """Finds a config file: as given, else by name in the package's ``configs/``.
+
+  Raises:
+    FileNotFoundError: neither exists; the message lists the packaged configs.
+  """
+  candidate = Path(path)
+  if candidate.is_file():
+    return candidate
+  packaged = PACKAGE_CONFIGS / candidate.name
+  if packaged.is_file():
+    return packaged
+  available = sorted(p.name for p in PACKAGE_CONFIGS.glob("*.py") if not p.name.startswith("_"))
+  raise FileNotFoundError(f"Config {path!r} not found (nor in the packaged configs: {available}).")
+
+
+def run_search(config_path: Path, work_dir: Path, seed: int, cfg_options: Sequence[str], progress: bool) -> dict[str, Any]:
+  """Runs the algorithm a config describes and writes its outputs.
+
+  Returns:
+    The summary written to ``summary.json``.
+  """
+  import jaxmutate as jm
+  from jaxmutate.algorithms import SearchAlgorithm
+  from jaxmutate.registry import merge_cfg_options
+
+  config = merge_cfg_options(jm.load_config(config_path), cfg_options)
+  if "model" not in config:
+    raise KeyError(f"Config {str(config_path)!r} has no 'model' dict (e.g. model = dict(type='SPOS', ...)).")
+  if "custom_imports" in config:
+    jm.registry.import_modules(**config["custom_imports"])
+  algorithm = jm.build(config["model"])
+  if not isinstance(algorithm, SearchAlgorithm):
+    raise TypeError(f"Config model type {config['model'].get('type')!r} built a {type(algorithm).__name__}, which has no run() method.")
+  work_dir.mkdir(parents=True, exist_ok=True)
+  start = time.perf_counter()
+  result = algorithm.run(config, work_dir, seed, progress)
+  wall_time = time.perf_counter() - start
+  jm.save_fix_subnet(result.fix_subnet, work_dir / "best_fix_subnet.yaml")
+  summary = dict(result.summary)
+  summary.update(config=str(config_path), seed=seed, wall_time_s=wall_time)
+  (work_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+  return summary
+
+
+def _report(summary: dict[str, Any], work_dir: Path) -> None:
+  lines = [f"wrote {work_dir / 'best_fix_subnet.yaml'} and {work_dir / 'summary.json'}"]
+  for key in ("best_val_accuracy", "best_test_accuracy", "chance_accuracy", "best_flops_M_per_image", "best_params_M", "wall_time_s"):
+    if key in summary:
+      lines.append(f"  {key}: {summary[key]:.4g}")
+  random = summary.get("random_subnets_test_accuracy")
+  if random:
+    lines.append(f"  random subnets' test accuracy: median {random['median']:.4g} (n={random['count']})")
+  if "retrain" in summary:
+    lines.append(f"  retrained best subnet test accuracy: {summary['retrain']['test_accuracy']:.4g}")
+  print("\n".join(lines))
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="jaxmutate", description="Neural architecture search on JAX + Flax.")
+  commands = parser.add_subparsers(dest="command", required=True)
+
+  def common(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--work-dir", default=None, help="output folder (default: work_dirs/<config name>)")
+    sub.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
+    sub.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override config entries, e.g. train_cfg.epochs=5")
+    sub.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+  search = commands.add_parser("search", help="run the search a config file describes")
+  search.add_argument("config", help="config file, e.g. configs/spos_digits.py")
+  common(search)
+  demo = commands.add_parser("demo", help=f"run the built-in default search ({DEMO_CONFIG}) on the embedded digits data")
+  common(demo)
+  return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Entry point of the ``jaxmutate`` console script."""
+  args = build_parser().parse_args(argv)
+  config_path = resolve_config(DEMO_CONFIG if args.command == "demo" else args.config)
+  work_dir = Path(args.work_dir or Path("work_dirs") / config_path.stem)
+  summary = run_search(config_path, work_dir, args.seed, args.cfg_options, not args.no_progress)
+  _report(summary, work_dir)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,316 @@
+"""The mutator contract and the module-mutator machinery shared by NAS mutators."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from jaxmutate._typing import Choices, FixSubnet, GroupChoices, PRNGKey, Variables
+from jaxmutate.mutables._base import MutableSpec, is_traced
+from jaxmutate.mutators._grouping import build_search_groups, collect_specs, normalize_custom_group
+
+
+class BaseMutator(flax.struct.PyTreeNode, abc.ABC):
+  """The mutator contract: immutable, prepared from a supernet's variables.
+
+  A mutator holds only static metadata (it is a pytree without leaves), so it
+  can be passed to and closed over by jitted functions freely.
+
+  Example:
+    >>> import jax
+    >>> import jaxmutate as jm
+    >>> issubclass(jm.NasMutator, jm.BaseMutator)
+    True
+    >>> jax.tree.leaves(jm.NasMutator())
+    []
+  """
+
+  @abc.abstractmethod
+  def prepare_from_supernet(self, variables: Variables) -> "BaseMutator":
+    """Returns a prepared copy that knows the supernet's search groups."""
+
+  @property
+  @abc.abstractmethod
+  def search_groups(self) -> dict[int, tuple[str, ...]]:
+    """Group id → names of the mutables that share that group's choice."""
+
+
+class ModuleMutator(BaseMutator):
+  """Base of NAS mutators over module and value mutables.
+
+  Subclasses set :attr:`mutable_class_type`; mutables of other types are
+  ignored. ``prepare_from_supernet`` reads the specs that mutables record at
+  ``init`` and groups them (custom groups, then aliases, then singletons).
+
+  Attributes:
+    custom_group: lists of mutable names and/or aliases that share a choice.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, flax.linen as nn
+    >>> import jaxmutate as jm
+    >>> class ValueMutator(jm.ModuleMutator):
+    ...   mutable_class_type = jm.OneShotMutableValue
+    >>> class Net(nn.Module):
+    ...   @nn.compact
+    ...   def __call__(self, x, choices):
+    ...     x = x * jm.OneShotMutableValue([1, 2, 4], alias="ratio", name="r0")(choices)
+    ...     return x * jm.OneShotMutableValue([1, 2, 4], alias="ratio", name="r1")(choices)
+    >>> variables = Net().init(jax.random.key(0), jnp.ones(2), None)
+    >>> mutator = ValueMutator().prepare_from_supernet(variables)
+    >>> mutator.search_groups
+    {0: ('r0', 'r1')}
+    >>> group_choices = mutator.max_choices()
+    >>> mutator.export_fix_subnet(group_choices)
+    {'ratio': {'chosen': 4}}
+    >>> Net().apply(variables, jnp.ones(2), mutator.set_choices(group_choices))
+    Array([16., 16.], dtype=float32)
+    >>> mutator.load_fix_subnet({"ratio": {"chosen": 2}})
+    {0: Array(1, dtype=int32)}
+  """
+
+  custom_group: tuple[tuple[str, ...], ...] | None = flax.struct.field(pytree_node=False, default=None)
+  specs: tuple[tuple[str, MutableSpec], ...] | None = flax.struct.field(pytree_node=False, default=None)
+  groups: tuple[tuple[str, ...], ...] | None = flax.struct.field(pytree_node=False, default=None)
+
+  mutable_class_type: ClassVar[type | tuple[type, ...]]
+
+  def __post_init__(self) -> None:
+    object.__setattr__(self, "custom_group", normalize_custom_group(self.custom_group))
+    if not hasattr(type(self), "mutable_class_type"):
+      raise TypeError(f"{type(self).__name__} must define mutable_class_type (the mutables it manages).")
+
+  # Preparation -----------------------------------------------------------
+
+  def prepare_from_supernet(self, variables: Variables) -> "ModuleMutator":
+    """Finds this mutator's mutables in ``variables`` and builds search groups.
+
+    Args:
+      variables: the dict returned by ``model.init(key, x, None)`` (it must
+        keep the ``mutables`` collection).
+
+    Returns:
+      A new, prepared mutator; ``self`` is unchanged.
+
+    Raises:
+      ValueError: no mutable of the managed type was found, or the grouping is
+        invalid (see :func:`build_search_groups`).
+    """
+    specs = tuple(
+        (name, spec) for name, spec in collect_specs(variables)
+        if issubclass(spec.mutable_type, self.mutable_class_type)
+    )
+    if not specs:
+      managed = self.mutable_class_type
+      managed = managed if isinstance(managed, tuple) else (managed,)
+      raise ValueError(
+          f"{type(self).__name__} found no mutable of type {[m.__name__ for m in managed]} in the supernet."
+      )
+    groups = build_search_groups(specs, self.custom_group)
+    return self.replace(specs=specs, groups=groups)
+
+  def _require_prepared(self) -> tuple[tuple[str, ...], ...]:
+    if self.groups is None:
+      raise RuntimeError(f"Call {type(self).__name__}.prepare_from_supernet(variables) first.")
+    return self.groups
+
+  @property
+  def search_groups(self) -> dict[int, tuple[str, ...]]:
+    """Group id → mutable names, ids counting from 0 in grouping order.
+
+    Raises:
+      RuntimeError: before ``prepare_from_supernet``.
+    """
+    return dict(enumerate(self._require_prepared()))
+
+  @property
+  def name_to_spec(self) -> dict[str, MutableSpec]:
+    """Mutable name → its :class:`MutableSpec`."""
+    self._require_prepared()
+    return dict(self.specs)
+
+  def group_spec(self, group: int) -> MutableSpec:
+    """The spec shared by the mutables of ``group`` (its first member's)."""
+    return self.name_to_spec[self.search_groups[group][0]]
+
+  def group_key(self, group: int) -> str:
+    """A readable key for ``group``: its alias, or its first mutable's name."""
+    spec = self.group_spec(group)
+    return spec.alias if spec.alias is not None else self.search_groups[group][0]
+
+  # Choices ---------------------------------------------------------------
+
+  def _sample_group(self, spec: MutableSpec, key: PRNGKey, kind: str, group: int) -> jax.Array:
+    cls = spec.mutable_type
+    if kind == "random":
+      return cls.sample_choice(spec, key)
+    try:
+      return cls.max_choice(spec) if kind == "max" else cls.min_choice(spec)
+    except ValueError as error:
+      raise ValueError(f"sample_choices(kind={kind!r}): group {group} ({self.group_key(group)!r}): {error}") from None
+
+  def sample_choices(self, key: PRNGKey, kind: str = "random") -> GroupChoices:
+    """Draws one choice per search group.
+
+    Keys: ``key`` is split into one key per group, in group order. Works under
+    ``jit`` and ``vmap`` (over keys).
+
+    Args:
+      key: a PRNG key.
+      kind: ``"random"`` (uniform, or ``choice_probs``), ``"max"`` or ``"min"``
+        (only where every group defines them, i.e. sorted value mutables).
+
+    Returns:
+      ``{group id: int32 choice}``.
+
+    Raises:
+      ValueError: an unknown ``kind``, or max/min for a group without them.
+    """
+    if kind not in ("random", "max", "min"):
+      raise ValueError(f"sample_choices: kind must be 'random', 'max' or 'min', got {kind!r}.")
+    groups = self.search_groups
+    keys = jax.random.split(key, len(groups))
+    return {g: self._sample_group(self.group_spec(g), keys[g], kind, g) for g in groups}
+
+  def max_choices(self) -> GroupChoices:
+    """The largest choice of every group (sorted value mutables only)."""
+    return self.sample_choices(jax.random.key(0), kind="max")
+
+  def min_choices(self) -> GroupChoices:
+    """The smallest choice of every group (sorted value mutables only)."""
+    return self.sample_choices(jax.random.key(0), kind="min")
+
+  def check_group_choices(self, group_choices: Mapping[int, Any]) -> GroupChoices:
+    """Validates group choices: every id present, none unknown, right shapes.
+
+    Raises:
+      TypeError: not a mapping.
+      KeyError: a group id is missing (the message names it).
+      ValueError: an unknown group id, or a choice of the wrong shape or, when
+        concrete, out of range.
+    """
+    groups = self.search_groups
+    if not isinstance(group_choices, Mapping):
+      raise TypeError(f"Group choices must be a dict of group id -> choice, got {type(group_choices).__name__}.")
+    unknown = sorted((k for k in group_choices if k not in groups), key=str)
+    if unknown:
+      raise ValueError(f"Unknown search group id(s) {unknown}; this mutator has groups {sorted(groups)}.")
+    missing = [g for g in groups if g not in group_choices]
+    if missing:
+      raise KeyError(
+          f"Missing choice for search group {missing[0]} ({self.group_key(missing[0])!r}); "
+          f"every group of {sorted(groups)} needs one."
+      )
+    return {
+        g: self.group_spec(g).mutable_type.check_group_choice(self.group_spec(g), g, group_choices[g])
+        for g in groups
+    }
+
+  def set_choices(self, group_choices: Mapping[int, Any]) -> Choices:
+    """Expands group choices into per-mutable choices (the subnet).
+
+    Works under ``jit`` and ``vmap``.
+
+    Args:
+      group_choices: ``{group id: choice}`` for every group.
+
+    Returns:
+      ``{mutable name: choice}``, ready for ``model.apply(variables, x, choices)``.
+
+    Raises:
+      KeyError: a group id is missing. ValueError: an unknown id or a bad choice.
+    """
+    checked = self.check_group_choices(group_choices)
+    choices = {}
+    for group, names in self.search_groups.items():
+      spec = self.group_spec(group)
+      value = spec.mutable_type.mutable_choice(spec, checked[group])
+      for name in names:
+        choices[name] = value
+    return choices
+
+  # Subnet files ----------------------------------------------------------
+
+  def _export_keys(self, group: int) -> list[str]:
+    """The subnet-file keys of ``group``: the alias of every alias whose mutables
+    all lie in this group, and the mutable name otherwise.
+
+    An alias split over several groups (``custom_group`` listing some of its
+    mutables by name) cannot be a key: each group would write the same key.
+    """
+    groups = self.search_groups
+    group_of = {name: g for g, names in groups.items() for name in names}
+    alias_groups: dict[str, set[int]] = {}
+    for name, spec in self.specs:
+      if spec.alias is not None:
+        alias_groups.setdefault(spec.alias, set()).add(group_of[name])
+    keys: list[str] = []
+    for name in groups[group]:
+      alias = self.name_to_spec[name].alias
+      key = alias if alias is not None and alias_groups[alias] == {group} else name
+      if key not in keys:
+        keys.append(key)
+    return keys
+
+  def export_fix_subnet(self, group_choices: Mapping[int, Any]) -> FixSubnet:
+    """Writes a subnet in MMRazor's layout: ``{alias or name: {"chosen": v}}``.
+
+    Ops give candidate names, values their value, routes a list of edge names.
+    The result is plain Python (YAML/JSON-serialisable). Choices must be
+    concrete (not traced).
+
+    Raises:
+      TypeError: a choice is traced (call outside ``jit``).
+    """
+    checked = self.check_group_choices(group_choices)
+    fix_subnet: FixSubnet = {}
+    for group in self.search_groups:
+      if is_traced(checked[group]):
+        raise TypeError("export_fix_subnet needs concrete choices; call it outside jit/vmap.")
+      spec = self.group_spec(group)
+      chosen = spec.mutable_type.export_choice(spec, checked[group])
+      for key in self._export_keys(group):
+        fix_subnet[key] = {"chosen": chosen}
+    return fix_subnet
+
+  def load_fix_subnet(self, fix_subnet: Mapping[str, Any] | str | Path) -> GroupChoices:
+    """Reads a subnet (a dict or a YAML/JSON file path) back into group choices.
+
+    Raises:
+      TypeError: ``fix_subnet`` (or an entry of it) is not a mapping.
+      KeyError: an entry for some mutable or alias is missing.
+      ValueError: an unknown entry, a value not among the candidates, or two
+        entries of one group that disagree.
+    """
+    from jaxmutate.subnet import read_fix_subnet
+
+    if isinstance(fix_subnet, (str, Path)):
+      fix_subnet = read_fix_subnet(fix_subnet)
+    if not isinstance(fix_subnet, Mapping):
+      raise TypeError(f"load_fix_subnet expects a mapping of name -> {{'chosen': value}}, got {type(fix_subnet).__name__}.")
+    expected = [key for group in self.search_groups for key in self._export_keys(group)]
+    unknown = [key for key in fix_subnet if key not in expected]
+    if unknown:
+      raise ValueError(f"Subnet has unknown entries {unknown}; expected keys {expected}.")
+    group_choices: GroupChoices = {}
+    for group in self.search_groups:
+      spec = self.group_spec(group)
+      values = []
+      for key in self._export_keys(group):
+        if key not in fix_subnet:
+          raise KeyError(f"Subnet has no entry for {key!r} (search group {group}).")
+        entry = fix_subnet[key]
+        if not isinstance(entry, Mapping) or "chosen" not in entry:
+          raise TypeError(f"Subnet entry {key!r} must be a mapping with a 'chosen' key, got {entry!r}.")
+        values.append((key, spec.mutable_type.import_choice(spec, key, entry["chosen"])))
+      first_key, first = values[0]
+      for key, value in values[1:]:
+        if not bool(jnp.all(value == first)):
+          raise ValueError(f"Subnet entries {first_key!r} and {key!r} share search group {group} but disagree.")
+      group_choices[group] = first
+    return group_choices

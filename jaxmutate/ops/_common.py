@@ -1,0 +1,169 @@
+"""Pieces shared by the searchable-space blocks: Identity and conv-BN-act."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxmutate.ops._depthwise import DepthwiseConv
+from jaxmutate.registry import MODELS
+
+# PyTorch's BatchNorm2d defaults (momentum 0.1 of the new value = flax 0.9 of
+# the old, eps 1e-5), so ports of MMRazor configs train the same way.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+_ACTIVATIONS = {"relu": nn.relu, "relu6": nn.relu6}
+
+
+def check_positive_int(value: Any, name: str, owner: str) -> None:
+  """Raises unless ``value`` is an int >= 1 (``owner`` names the module)."""
+  if isinstance(value, bool) or not isinstance(value, int):
+    raise TypeError(f"{owner} {name} must be an int, got {value!r}.")
+  if value < 1:
+    raise ValueError(f"{owner} {name} must be >= 1, got {value!r}.")
+
+
+def check_choice(value: Any, name: str, owner: str, allowed: tuple[Any, ...]) -> None:
+  """Raises ``ValueError`` unless ``value`` is one of ``allowed``."""
+  if isinstance(value, bool) or value not in allowed:
+    raise ValueError(f"{owner} {name} must be one of {allowed}, got {value!r}.")
+
+
+def batch_norm(
+    train: bool,
+    momentum: float = BN_MOMENTUM,
+    epsilon: float = BN_EPSILON,
+    affine: bool = True,
+    name: str | None = None,
+) -> nn.BatchNorm:
+  """``nn.BatchNorm`` with PyTorch-like defaults; batch statistics iff ``train``.
+
+  Must be called inside a compact method.
+  """
+  return nn.BatchNorm(
+      use_running_average=not train,
+      momentum=momentum,
+      epsilon=epsilon,
+      use_scale=affine,
+      use_bias=affine,
+      name=name,
+  )
+
+
+class ConvBN(nn.Module):
+  """Conv (dense 1x1/kxk or depthwise, no bias) → BatchNorm → optional act.
+
+  MMCV's ``ConvModule`` with ``norm_cfg=dict(type="BN")``. Submodules are
+  named ``conv`` and ``bn``.
+
+  Attributes:
+    features: output channels (ignored when ``depthwise``: same as input).
+    kernel_size: odd int.
+    stride: int.
+    dilation: int.
+    depthwise: use :class:`DepthwiseConv` (fast on CPU) instead of ``nn.Conv``.
+    act: ``None``, ``"relu"`` or ``"relu6"``.
+    implementation: depthwise implementation, see ``depthwise_conv``.
+    bn_momentum: BatchNorm momentum.
+    bn_epsilon: BatchNorm epsilon.
+    affine: BatchNorm learns scale and bias.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxmutate.ops._common import ConvBN
+    >>> block = ConvBN(features=4, kernel_size=3, depthwise=True, act="relu")
+    >>> variables = block.init(jax.random.key(0), jnp.ones((1, 6, 6, 4)))
+    >>> block.apply(variables, jnp.ones((1, 6, 6, 4))).shape
+    (1, 6, 6, 4)
+  """
+
+  features: int
+  kernel_size: int = 1
+  stride: int = 1
+  dilation: int = 1
+  depthwise: bool = False
+  act: str | None = None
+  implementation: str | None = None
+  bn_momentum: float = BN_MOMENTUM
+  bn_epsilon: float = BN_EPSILON
+  affine: bool = True
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    """Applies conv, BN (batch stats iff ``train``) and the activation."""
+    # PyTorch-style symmetric padding k//2 * d (MMRazor's ops), not lax SAME,
+    # which pads asymmetrically at stride 2.
+    pad = (self.kernel_size // 2) * self.dilation
+    if self.depthwise:
+      x = DepthwiseConv(
+          kernel_size=self.kernel_size,
+          strides=self.stride,
+          dilation=self.dilation,
+          padding=((pad, pad), (pad, pad)),
+          implementation=self.implementation,
+          name="conv",
+      )(x)
+    else:
+      x = nn.Conv(
+          self.features,
+          (self.kernel_size, self.kernel_size),
+          strides=self.stride,
+          kernel_dilation=self.dilation,
+          padding=((pad, pad), (pad, pad)),
+          use_bias=False,
+          name="conv",
+      )(x)
+    x = batch_norm(
+        train, self.bn_momentum, self.bn_epsilon, self.affine, name="bn"
+    )(x)
+    if self.act is not None:
+      x = _ACTIVATIONS[self.act](x)
+    return x
+
+
+@MODELS.register_module()
+class Identity(nn.Module):
+  """Returns its input (a search-space candidate, e.g. SPOS/DARTS skip).
+
+  Attributes:
+    in_channels: optional, for configs that pass it to every candidate; must
+      equal ``out_channels`` when both are given.
+    out_channels: optional, see ``in_channels``.
+    stride: must be 1 (use ``DartsSkipConnect`` for a strided skip).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxmutate.ops import Identity
+    >>> Identity().apply({}, jnp.ones((1, 4, 4, 2)), train=True).shape
+    (1, 4, 4, 2)
+  """
+
+  in_channels: int | None = None
+  out_channels: int | None = None
+  stride: int = 1
+
+  def __post_init__(self) -> None:
+    if self.stride != 1:
+      raise ValueError(
+          f"Identity stride must be 1, got {self.stride!r}; use "
+          "DartsSkipConnect for a strided skip connection."
+      )
+    if (
+        self.in_channels is not None
+        and self.out_channels is not None
+        and self.in_channels != self.out_channels
+    ):
+      raise ValueError(
+          f"Identity needs in_channels == out_channels, got "
+          f"in_channels={self.in_channels}, out_channels={self.out_channels}."
+      )
+    super().__post_init__()
+
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    """Returns ``x``; ``train`` is accepted for a uniform call signature."""
+    del train
+    return jnp.asarray(x)

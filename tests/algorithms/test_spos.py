@@ -1,0 +1,169 @@
+"""SPOS as pure functions: the train step, BN recalibration, scoring, retraining."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxmutate as jm
+from jaxmutate.algorithms import (
+    TrainState,
+    apply_in_train_mode,
+    classification_loss,
+    build_optimizer,
+    evaluate_accuracy,
+    init_train_state,
+    make_fixed_subnet_train_step,
+    make_population_scorer,
+    make_spos_train_step,
+    recalibrate_batch_stats,
+)
+
+
+@pytest.fixture(scope="module")
+def setup():
+  net = jm.SearchableConvNet(num_classes=3, width=4, num_layers=2)
+  x = jax.random.normal(jax.random.key(0), (8, 6, 6, 1))
+  y = jnp.arange(8, dtype=jnp.int32) % 3
+  optimizer = optax.sgd(0.05, momentum=0.9)
+  state, variables = init_train_state(net, optimizer, jax.random.key(1), x)
+  mutator = jm.OneShotModuleMutator().prepare_from_supernet(variables)
+  return net, x, y, optimizer, state, mutator
+
+
+def test_train_step_updates_only_the_sampled_path(setup):
+  net, x, y, optimizer, state, mutator = setup
+  step = make_spos_train_step(net, mutator, optimizer)
+  key = jax.random.key(7)
+  new_state, metrics = step(state, x, y, key)
+  chosen = mutator.export_fix_subnet(mutator.sample_choices(key))
+  for layer in ("layers.0", "layers.1"):
+    name = chosen[layer]["chosen"]
+    for candidate, params in state.params[layer].items():
+      moved = not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(new_state.params[layer][candidate])))
+      assert moved == (candidate == name), (layer, candidate, name)
+      if candidate in state.batch_stats.get(layer, {}):
+        stats_moved = not all(
+            np.array_equal(a, b)
+            for a, b in zip(jax.tree.leaves(state.batch_stats[layer][candidate]), jax.tree.leaves(new_state.batch_stats[layer][candidate]))
+        )
+        assert stats_moved == (candidate == name)
+  assert int(new_state.step) == 1
+  chex.assert_shape(metrics["loss"], ())
+
+
+def test_train_step_compiles_once_for_all_subnets(setup):
+  net, x, y, optimizer, state, mutator = setup
+  step = make_spos_train_step(net, mutator, optimizer)
+  for i in range(4):
+    state, _ = step(state, x, y, jax.random.key(i))
+  assert step._cache_size() == 1
+
+
+def test_training_reduces_loss(setup):
+  net, x, y, optimizer, state, mutator = setup
+  step = make_spos_train_step(net, mutator, optimizer)
+  losses = []
+  for i in range(30):
+    state, metrics = step(state, x, y, jax.random.key(i % 3))
+    losses.append(float(metrics["loss"]))
+  assert np.mean(losses[-5:]) < np.mean(losses[:5])
+
+
+def test_recalibration_gives_exact_batch_statistics(setup):
+  net, x, _, _, state, mutator = setup
+  choices = mutator.set_choices({0: jnp.int32(1), 1: jnp.int32(3)})
+  stats = recalibrate_batch_stats(net, state.params, state.batch_stats, choices, x)
+  # The stem's BatchNorm sees the stem conv output of x: compare with its exact moments.
+  features = net.apply({"params": state.params, "batch_stats": state.batch_stats}, x, choices, train=True, mutable=["batch_stats", "intermediates"], capture_intermediates=lambda mdl, _: mdl.name == "Conv_0" and mdl.scope.path[0] == "stem")[1]
+  conv_out = jax.tree.leaves(features["intermediates"])[0]
+  np.testing.assert_allclose(stats["stem"]["BatchNorm_0"]["mean"], conv_out.mean((0, 1, 2)), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(stats["stem"]["BatchNorm_0"]["var"], conv_out.var((0, 1, 2)), rtol=1e-3, atol=1e-5)
+  # layers.1 chose skip (index 3): its conv candidates' statistics are untouched.
+  chex.assert_trees_all_equal(stats["layers.1"], state.batch_stats["layers.1"])
+  # layers.0 chose conv5 (index 1): only that candidate's statistics change.
+  chex.assert_trees_all_equal(stats["layers.0"]["conv3"], state.batch_stats["layers.0"]["conv3"])
+  assert not np.allclose(stats["layers.0"]["conv5"]["BatchNorm_0"]["mean"], state.batch_stats["layers.0"]["conv5"]["BatchNorm_0"]["mean"])
+
+
+def test_recalibration_vmaps_over_subnets(setup):
+  net, x, _, _, state, mutator = setup
+  population = jax.vmap(mutator.sample_choices)(jax.random.split(jax.random.key(2), 3))
+  batched = jax.jit(jax.vmap(lambda gc: recalibrate_batch_stats(net, state.params, state.batch_stats, mutator.set_choices(gc), x)))(population)
+  for i in range(3):
+    one = recalibrate_batch_stats(net, state.params, state.batch_stats, mutator.set_choices({g: v[i] for g, v in population.items()}), x)
+    chex.assert_trees_all_close(jax.tree.map(lambda a: a[i], batched), one, rtol=1e-5, atol=1e-6)
+
+
+def test_population_scorer_matches_single_evaluation(setup):
+  net, x, y, _, state, mutator = setup
+  scorer = make_population_scorer(net, mutator, x, x, y, chunk_size=2)
+  population = jax.vmap(mutator.sample_choices)(jax.random.split(jax.random.key(3), 3))
+  scores = scorer(state, population)
+  chex.assert_shape(scores, (3,))
+  for i in range(3):
+    choices = mutator.set_choices({g: v[i] for g, v in population.items()})
+    stats = recalibrate_batch_stats(net, state.params, state.batch_stats, choices, x)
+    np.testing.assert_allclose(scores[i], evaluate_accuracy(net, state.params, stats, choices, x, y), atol=1e-6)
+  with pytest.raises(ValueError, match="chunk_size"):
+    make_population_scorer(net, mutator, x, x, y, chunk_size=0)
+
+
+def test_fixed_subnet_step_matches_the_traced_supernet_step(setup):
+  net, x, y, optimizer, state, mutator = setup
+  choices = mutator.set_choices({0: jnp.int32(2), 1: jnp.int32(0)})
+  fixed_state, _ = make_fixed_subnet_train_step(net, choices, optimizer)(state, x, y)
+
+  @jax.jit
+  def traced_step(state, choices):
+    def loss(params):
+      logits, stats = apply_in_train_mode(net, params, state.batch_stats, x, choices)
+      return classification_loss(logits, y), stats
+
+    (_, stats), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    return TrainState(optax.apply_updates(state.params, updates), stats, opt_state, state.step + 1)
+
+  traced_state = traced_step(state, choices)
+  chex.assert_trees_all_close(fixed_state.params, traced_state.params, rtol=1e-5, atol=1e-6)
+  chex.assert_trees_all_close(fixed_state.batch_stats, traced_state.batch_stats, rtol=1e-5, atol=1e-6)
+
+
+def test_build_optimizer():
+  schedule_opt = build_optimizer(dict(type="sgd", learning_rate=dict(type="cosine_decay_schedule", init_value=0.1, decay_steps=10)))
+  params = {"w": jnp.ones(2)}
+  updates, _ = schedule_opt.update({"w": jnp.ones(2)}, schedule_opt.init(params), params)
+  np.testing.assert_allclose(updates["w"], -0.1)
+  with pytest.raises(KeyError, match="not_an_optimizer"):
+    build_optimizer(dict(type="not_an_optimizer"))
+  with pytest.raises(KeyError, match="type"):
+    build_optimizer(dict(learning_rate=0.1))
+  assert build_optimizer(optax.adam(1e-3)) is not None
+
+
+def test_spos_rejects_a_diff_mutator():
+  with pytest.raises(TypeError, match="OneShotModuleMutator or NasMutator"):
+    jm.SPOS(jm.SearchableMLP(), jm.DiffModuleMutator())
+  with pytest.raises(TypeError, match="flax.linen.Module"):
+    jm.SPOS(object(), jm.OneShotModuleMutator())
+
+
+@pytest.mark.slow
+def test_spos_run_end_to_end(tmp_path):
+  config = dict(
+      model=dict(type="SPOS", architecture=dict(type="SearchableConvNet", width=8, num_layers=2), mutator=dict(type="OneShotModuleMutator")),
+      train_cfg=dict(epochs=3, batch_size=64, optimizer=dict(type="sgd", learning_rate=0.05, momentum=0.9)),
+      search_cfg=dict(max_epochs=2, num_candidates=6, top_k=3, num_mutation=3, num_crossover=3, calibrate_sample_num=128),
+      retrain_cfg=dict(epochs=2),
+      num_random_baseline=4,
+  )
+  algorithm = jm.build(config["model"])
+  result = algorithm.run(config, tmp_path, seed=0, progress=False)
+  assert set(result.fix_subnet) == {"layers.0", "layers.1"}
+  summary = result.summary
+  assert summary["best_test_accuracy"] > summary["chance_accuracy"]
+  assert summary["best_flops_M_per_image"] > 0 and summary["best_params_M"] > 0
+  assert summary["retrain"]["test_accuracy"] > summary["chance_accuracy"]
+  assert len(summary["search_history"]) == 2

@@ -1,0 +1,248 @@
+"""Tests of the ShuffleNet / MobileNet / DARTS blocks in jaxmutate.ops."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmutate import ops
+from jaxmutate.registry import MODELS
+
+
+def init_apply(block, x, train=False):
+  variables = block.init(jax.random.key(0), x)
+  if train:
+    y, updates = block.apply(variables, x, train=True, mutable=["batch_stats"])
+    return variables, y, updates
+  return variables, block.apply(variables, x, train=False), None
+
+
+def n_params(variables):
+  return sum(p.size for p in jax.tree.leaves(variables.get("params", {})))
+
+
+def x_of(shape, seed=0):
+  return jax.random.normal(jax.random.key(seed), shape)
+
+
+class TestChannelShuffle:
+
+  def test_matches_mmcls_nchw_semantics(self):
+    x = x_of((2, 3, 3, 12))
+    groups = 3
+    # mmcls: NCHW view(b, g, c/g, h, w).transpose(1, 2).
+    nchw = np.asarray(x).transpose(0, 3, 1, 2)
+    b, c, h, w = nchw.shape
+    expected = nchw.reshape(b, groups, c // groups, h, w).transpose(0, 2, 1, 3, 4)
+    expected = expected.reshape(b, c, h, w).transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(ops.channel_shuffle(x, groups), expected)
+
+  def test_bad_groups(self):
+    with pytest.raises(ValueError, match="groups=5"):
+      ops.channel_shuffle(jnp.ones((1, 1, 1, 6)), 5)
+    with pytest.raises(ValueError, match="groups must be"):
+      ops.channel_shuffle(jnp.ones((1, 1, 1, 6)), 0)
+
+
+class TestShuffleNet:
+
+  @pytest.mark.parametrize("kernel_size", [3, 5, 7])
+  def test_shuffle_block_stride1_structure(self, kernel_size):
+    x = x_of((2, 8, 8, 16))
+    block = ops.ShuffleBlock(16, 16, kernel_size, 1)
+    variables, y, _ = init_apply(block, x)
+    assert y.shape == x.shape
+    # The first half passes through and lands on the even channels.
+    np.testing.assert_array_equal(y[..., 0::2], x[..., :8])
+    # MMRazor: pw 8x8 + BN, dw k²x8 + BN, pw 8x8 + BN (BN: scale + bias).
+    assert n_params(variables) == 64 + kernel_size**2 * 8 + 64 + 3 * 16
+
+  def test_shuffle_block_stride2_structure(self):
+    x = x_of((2, 8, 8, 8))
+    block = ops.ShuffleBlock(8, 16, 5, 2)
+    variables, y, updates = init_apply(block, x, train=True)
+    assert y.shape == (2, 4, 4, 16)
+    # branch1: dw 25x8 + BN(8), pw 8x8 + BN(8); branch2: pw 8x8 + BN, dw
+    # 25x8 + BN, pw 8x8 + BN.
+    assert n_params(variables) == (200 + 16 + 64 + 16) + (64 + 16 + 200 + 16 + 64 + 16)
+    assert set(updates["batch_stats"]) == set(variables["batch_stats"])
+
+  @pytest.mark.parametrize("stride", [1, 2])
+  def test_shuffle_xception_shapes(self, stride):
+    x = x_of((2, 8, 8, 8))
+    block = ops.ShuffleXception(8, 8, stride)
+    variables, y, _ = init_apply(block, x)
+    assert y.shape == (2, 8 // stride, 8 // stride, 8)
+    dw = [k for k in variables["params"] if k.startswith("branch2_") and k.endswith("_dw")]
+    assert len(dw) == 3
+
+  def test_shifted_and_xla_implementations_agree_in_train_mode(self):
+    x = x_of((2, 8, 8, 8))
+    shifted = ops.ShuffleBlock(8, 8, 7, 1, implementation="shifted")
+    grouped = ops.ShuffleBlock(8, 8, 7, 1, implementation="xla")
+    variables = shifted.init(jax.random.key(0), x)
+
+    def loss(params, block):
+      y, _ = block.apply(
+          {**variables, "params": params}, x, train=True, mutable=["batch_stats"]
+      )
+      return jnp.sum(y**2)
+
+    both = jax.jit(
+        lambda p: [jax.value_and_grad(loss)(p, b) for b in (shifted, grouped)]
+    )
+    (l1, g1), (l2, g2) = both(variables["params"])
+    np.testing.assert_allclose(l1, l2, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+      np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+  @pytest.mark.parametrize(
+      "kwargs, match",
+      [
+          (dict(in_channels=16, out_channels=16, kernel_size=4), "kernel_size"),
+          (dict(in_channels=8, out_channels=16, kernel_size=3), "in_channels == out_channels"),
+          (dict(in_channels=8, out_channels=9, kernel_size=3, stride=2), "even"),
+          (dict(in_channels=8, out_channels=8, kernel_size=3, stride=3), "stride"),
+      ],
+  )
+  def test_bad_config(self, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+      ops.ShuffleBlock(**kwargs)
+
+  def test_shuffle_xception_bad_config(self):
+    with pytest.raises(ValueError, match="in_channels == out_channels"):
+      ops.ShuffleXception(8, 16, 1)
+
+
+class TestMobileNet:
+
+  def test_residual_and_expansion(self):
+    x = x_of((2, 8, 8, 8))
+    block = ops.InvertedResidual(8, 8, 1, 6)
+    variables, y, _ = init_apply(block, x)
+    assert y.shape == x.shape
+    assert set(variables["params"]) == {"expand", "depthwise", "project"}
+    # Zeroing the projection's BN scale leaves only the residual.
+    params = jax.tree.map(lambda a: a, variables["params"])
+    params["project"]["bn"]["scale"] = jnp.zeros_like(params["project"]["bn"]["scale"])
+    y0 = block.apply({**variables, "params": params}, x)
+    np.testing.assert_allclose(y0, x, atol=1e-6)
+
+  def test_no_expand_at_ratio_one_and_stride2(self):
+    x = x_of((2, 8, 8, 8))
+    block = ops.InvertedResidual(8, 16, 2, 1, kernel_size=5)
+    variables, y, _ = init_apply(block, x, train=True)
+    assert y.shape == (2, 4, 4, 16)
+    assert set(variables["params"]) == {"depthwise", "project"}
+    assert variables["params"]["depthwise"]["conv"]["kernel"].shape == (5, 5, 1, 8)
+
+  def test_bad_config(self):
+    with pytest.raises(ValueError, match="expand_ratio"):
+      ops.InvertedResidual(8, 8, 1, 0)
+    with pytest.raises(ValueError, match="kernel_size must be odd"):
+      ops.InvertedResidual(8, 8, 1, 6, kernel_size=4)
+
+
+class TestDarts:
+
+  @pytest.mark.parametrize("pool_type", ["max", "avg"])
+  def test_pool_bn(self, pool_type):
+    x = jnp.arange(16.0).reshape(1, 4, 4, 1)
+    op = ops.DartsPoolBN(pool_type, 3, 1)
+    _, y, _ = init_apply(op, x)
+    # Eval-mode BN at init is x / sqrt(1 + eps); the corner window covers
+    # 4 valid pixels (0, 1, 4, 5); avg excludes the padding.
+    corner = 5.0 if pool_type == "max" else 2.5
+    np.testing.assert_allclose(y[0, 0, 0, 0], corner / np.sqrt(1 + 1e-5), rtol=1e-5)
+    assert ops.DartsPoolBN(pool_type, stride=2).init_with_output(
+        jax.random.key(0), x
+    )[0].shape == (1, 2, 2, 1)
+
+  @pytest.mark.parametrize("kernel_size, stride", [(3, 1), (5, 2)])
+  def test_dil_and_sep_conv_shapes(self, kernel_size, stride):
+    x = x_of((2, 8, 8, 4))
+    for op in (
+        ops.DartsDilConv(4, 6, kernel_size, stride),
+        ops.DartsSepConv(4, 6, kernel_size, stride),
+    ):
+      variables, y, updates = init_apply(op, x, train=True)
+      assert y.shape == (2, 8 // stride, 8 // stride, 6)
+      assert updates is not None
+
+  def test_dil_conv_matches_lax_dilated_grouped_conv(self):
+    x = x_of((2, 9, 9, 3))
+    op = ops.DartsDilConv(3, 3, 5, 1)
+    variables, y, _ = init_apply(op, x)
+    p = variables["params"]
+    h = jax.lax.conv_general_dilated(
+        jax.nn.relu(x), p["depthwise"]["kernel"], (1, 1), ((4, 4), (4, 4)),
+        rhs_dilation=(2, 2), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=3,
+    )
+    h = h @ p["pointwise"]["kernel"][0, 0]
+    np.testing.assert_allclose(y, h / np.sqrt(1 + 1e-5), rtol=1e-4, atol=1e-5)
+
+  def test_skip_connect(self):
+    x = x_of((2, 8, 8, 4))
+    np.testing.assert_array_equal(ops.DartsSkipConnect(4, 4, 1).apply({}, x), x)
+    op = ops.DartsSkipConnect(4, 8, 2)
+    variables, y, _ = init_apply(op, x)
+    assert y.shape == (2, 4, 4, 8)
+    assert {"conv1", "conv2", "bn"} == set(variables["params"])
+    with pytest.raises(ValueError, match="even spatial"):
+      op.init(jax.random.key(0), x_of((2, 7, 7, 4)))
+    with pytest.raises(ValueError, match="in_channels == out_channels"):
+      ops.DartsSkipConnect(4, 8, 1)
+
+  def test_zero_and_identity(self):
+    x = x_of((2, 8, 8, 4)).at[0, 0, 0, 0].set(jnp.nan)
+    y = ops.DartsZero(stride=2).apply({}, x, train=True)
+    assert y.shape == (2, 4, 4, 4)
+    assert np.isnan(y[0, 0, 0, 0]) and np.all(np.asarray(y)[1] == 0)
+    np.testing.assert_array_equal(ops.Identity().apply({}, x), x)
+    with pytest.raises(ValueError, match="stride must be 1"):
+      ops.Identity(stride=2)
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+      ops.DartsZero(stride=0)
+
+  def test_bad_config(self):
+    with pytest.raises(ValueError, match="pool_type"):
+      ops.DartsPoolBN("min")
+    with pytest.raises(ValueError, match="kernel_size"):
+      ops.DartsSepConv(4, 4, 7)
+    with pytest.raises(ValueError, match="kernel_size"):
+      ops.DartsDilConv(4, 4, 3, 3)
+
+
+@pytest.mark.parametrize(
+    "cfg, in_channels",
+    [
+        (dict(type="ShuffleBlock", in_channels=8, out_channels=8, kernel_size=3), 8),
+        (dict(type="ShuffleXception", in_channels=8, out_channels=8), 8),
+        (dict(type="InvertedResidual", in_channels=8, out_channels=8, expand_ratio=3), 8),
+        (dict(type="jaxmutate.DartsPoolBN", pool_type="avg", stride=1), 4),
+        (dict(type="DartsDilConv", in_channels=4, out_channels=4, kernel_size=3), 4),
+        (dict(type="DartsSepConv", in_channels=4, out_channels=4, kernel_size=3), 4),
+        (dict(type="DartsSkipConnect", in_channels=4, out_channels=4), 4),
+        (dict(type="DartsZero", in_channels=4, out_channels=4), 4),
+        (dict(type="Identity", in_channels=4, out_channels=4), 4),
+    ],
+)
+def test_registered_and_trainable_under_jit(cfg, in_channels):
+  block = MODELS.build(cfg)
+  x = x_of((2, 8, 8, in_channels))
+  variables = block.init(jax.random.key(0), x)
+
+  @jax.jit
+  def loss_and_grads(params):
+    def loss(params):
+      y, _ = block.apply(
+          {**variables, "params": params}, x, train=True, mutable=["batch_stats"]
+      )
+      return jnp.mean(y**2)
+
+    return jax.value_and_grad(loss)(params)
+
+  value, grads = loss_and_grads(variables.get("params", {}))
+  assert np.isfinite(value)
+  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))

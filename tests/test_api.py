@@ -1,0 +1,162 @@
+"""The public face: every SPEC.md name is reachable from ``import jaxmutate as jm``; doctests pass."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import inspect
+
+import pytest
+
+import jaxmutate as jm
+
+# Names fixed by shared/SPEC.md (mutables, mutators, registry and configs).
+SPEC_NAMES = [
+    "OneShotMutableOP",
+    "OneShotProbMutableOP",
+    "DiffMutableOP",
+    "DiffChoiceRoute",
+    "GumbelChoiceRoute",
+    "OneShotMutableValue",
+    "MutableValue",
+    "BaseMutator",
+    "ModuleMutator",
+    "OneShotModuleMutator",
+    "DiffModuleMutator",
+    "NasMutator",
+    "MODELS",
+    "build",
+    "load_config",
+    "save_fix_subnet",
+    "read_fix_subnet",
+]
+
+# Named in SPEC.md but specified by their own issue (not implemented yet).
+SPEC_CHANNEL_NAMES = ["ChannelMutator", "OneShotChannelMutator", "SlimmableChannelMutator"]
+
+MUTATOR_METHODS = [
+    "prepare_from_supernet",
+    "search_groups",
+    "sample_choices",
+    "set_choices",
+    "max_choices",
+    "min_choices",
+    "export_fix_subnet",
+    "load_fix_subnet",
+    "mutable_class_type",
+]
+
+
+@pytest.mark.parametrize("name", SPEC_NAMES)
+def test_spec_name_is_reachable_from_the_top_level(name):
+  assert hasattr(jm, name), f"jaxmutate.{name} is missing"
+  assert name in jm.__all__
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="channel mutators are specified by their own issue and not implemented yet")
+@pytest.mark.parametrize("name", SPEC_CHANNEL_NAMES)
+def test_spec_channel_mutator_is_reachable(name):
+  assert hasattr(jm, name), f"jaxmutate.{name} is missing"
+
+
+def test_all_lists_only_existing_names_without_duplicates():
+  assert len(jm.__all__) == len(set(jm.__all__))
+  for name in jm.__all__:
+    assert hasattr(jm, name), name
+
+
+@pytest.mark.parametrize("cls", ["OneShotModuleMutator", "DiffModuleMutator", "NasMutator"])
+def test_mutators_offer_the_spec_methods(cls):
+  mutator_cls = getattr(jm, cls)
+  for method in MUTATOR_METHODS:
+    assert hasattr(mutator_cls, method), f"{cls}.{method}"
+  assert issubclass(mutator_cls, jm.ModuleMutator) and issubclass(mutator_cls, jm.BaseMutator)
+  assert cls in jm.MODELS
+
+
+def test_diff_mutator_has_init_arch_params():
+  assert callable(jm.DiffModuleMutator.init_arch_params)
+
+
+@pytest.mark.parametrize(
+    "cls, params",
+    [
+        ("OneShotMutableOP", ["candidates", "alias"]),
+        ("OneShotProbMutableOP", ["candidates", "choice_probs", "alias"]),
+        ("DiffMutableOP", ["candidates", "alias"]),
+        ("DiffChoiceRoute", ["edges", "num_chosen", "alias"]),
+        ("OneShotMutableValue", ["value_list", "default_value", "alias"]),
+        ("MutableValue", ["value_list", "default_value", "alias"]),
+    ],
+)
+def test_mutable_constructor_signatures(cls, params):
+  signature = inspect.signature(getattr(jm, cls))
+  positional = [p for p in signature.parameters if p not in ("parent", "name")]
+  assert positional[: len(params)] == params
+  assert signature.parameters["alias"].default is None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="_diff.py GumbelChoiceRoute re-declares tau/hard after fields inherited from DiffChoiceRoute, so the "
+    "dataclass order is (edges, num_chosen, alias, direct_weights, tau, hard): GumbelChoiceRoute(edges, 0.5) sets "
+    "num_chosen=0.5 instead of tau (SPEC: GumbelChoiceRoute(edges, tau=1.0, hard=True, alias=None)).",
+)
+def test_gumbel_route_takes_tau_and_hard_after_edges():
+  signature = inspect.signature(jm.GumbelChoiceRoute)
+  assert list(signature.parameters)[:3] == ["edges", "tau", "hard"]
+
+
+def test_spec_defaults():
+  assert inspect.signature(jm.DiffChoiceRoute).parameters["num_chosen"].default == 2
+  assert inspect.signature(jm.GumbelChoiceRoute).parameters["tau"].default == 1.0
+  assert inspect.signature(jm.GumbelChoiceRoute).parameters["hard"].default is True
+  assert inspect.signature(jm.OneShotModuleMutator).parameters["custom_group"].default is None
+
+
+# Modules this test file's owner answers for; other modules' examples are checked by their owners.
+OWNED_MODULES = {
+    "jaxmutate.registry",
+    "jaxmutate.subnet",
+    "jaxmutate.mutables._base",
+    "jaxmutate.mutables._value",
+    "jaxmutate.mutators._base",
+    "jaxmutate.mutators._diff",
+    "jaxmutate.mutators._grouping",
+    "jaxmutate.mutators._nas",
+    "jaxmutate.mutators._one_shot",
+}
+
+
+def test_every_public_name_has_a_docstring_with_an_example():
+  missing = []
+  for name in jm.__all__:
+    obj = getattr(jm, name)
+    if inspect.ismodule(obj) or not (inspect.isclass(obj) or inspect.isfunction(obj)):
+      continue
+    if obj.__module__ not in OWNED_MODULES:
+      continue
+    if ">>>" not in (obj.__doc__ or ""):
+      missing.append(name)
+  assert not missing, f"public names without a >>> example: {missing}"
+
+
+DOCTEST_MODULES = [
+    "jaxmutate.mutables._base",
+    "jaxmutate.registry",
+    "jaxmutate.subnet",
+    "jaxmutate.mutables._value",
+    "jaxmutate.mutators._base",
+    "jaxmutate.mutators._diff",
+    "jaxmutate.mutators._grouping",
+    "jaxmutate.mutators._nas",
+    "jaxmutate.mutators._one_shot",
+]
+
+
+@pytest.mark.parametrize("module_name", DOCTEST_MODULES)
+def test_doctests(module_name):
+  module = importlib.import_module(module_name)
+  result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
+  assert result.attempted > 0, f"{module_name} has no doctest examples"
+  assert result.failed == 0, f"{result.failed} doctest example(s) of {module_name} failed"

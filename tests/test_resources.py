@@ -1,0 +1,60 @@
+"""FLOPs/params of subnets: exact per subnet, additive table for populations."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxmutate as jm
+
+
+@pytest.fixture(scope="module")
+def setup():
+  net = jm.SearchableConvNet(width=4, num_layers=2)
+  x = jnp.ones((1, 8, 8, 1))
+  variables = net.init(jax.random.key(0), x, None)
+  mutator = jm.OneShotModuleMutator().prepare_from_supernet(variables)
+  return net, x, variables, mutator
+
+
+def test_exact_resources_follow_the_choice(setup):
+  net, x, variables, mutator = setup
+  conv3 = jm.estimate_resources(net, variables, mutator, {0: 0, 1: 0}, x)
+  conv7 = jm.estimate_resources(net, variables, mutator, {0: 2, 1: 2}, x)
+  skip = jm.estimate_resources(net, variables, mutator, {0: 3, 1: 3}, x)
+  assert skip["flops"] < conv3["flops"] < conv7["flops"]
+  # A 3x3 conv 4->4 on 8x8 is 2*8*8*4*4*9 = 18432 FLOPs (multiply-adds counted twice).
+  conv_flops = 2 * 8 * 8 * 4 * 4 * 9 / 1e6
+  assert conv3["flops"] - skip["flops"] == pytest.approx(2 * conv_flops, rel=0.15)
+  # Params: a conv3 candidate has 4*4*9 weights + 2*4 BN scale/bias.
+  assert (conv3["params"] - skip["params"]) * 1e6 == pytest.approx(2 * (4 * 4 * 9 + 8))
+
+
+def test_count_params_drops_unchosen_candidates(setup):
+  _, _, variables, mutator = setup
+  total = sum(np.size(leaf) for leaf in jax.tree.leaves(variables["params"]))
+  skip_only = jm.count_params(variables["params"], mutator, {"layers.0": 3, "layers.1": 3})
+  per_layer = sum(np.size(leaf) for leaf in jax.tree.leaves(variables["params"]["layers.0"]))
+  assert skip_only == total - 2 * per_layer
+
+
+def test_table_matches_exact_measurements(setup):
+  net, x, variables, mutator = setup
+  table = jm.build_resource_table(net, variables, mutator, x)
+  errors = table.max_error(net, variables, mutator, x, jax.random.key(1), num_subnets=3)
+  assert errors["flops"] < 1e-3 and errors["params"] < 1e-6
+  population = jax.vmap(mutator.sample_choices)(jax.random.split(jax.random.key(2), 5))
+  batched = jax.jit(lambda p: table(p))(population)
+  assert batched["flops"].shape == (5,)
+  for i in range(5):
+    one = table({g: v[i] for g, v in population.items()})
+    np.testing.assert_allclose(batched["flops"][i], one["flops"], rtol=1e-6)
+
+
+def test_table_rejects_routes(key):
+  route = jm.DiffChoiceRoute({"a": lambda x: x, "b": lambda x: x}, num_chosen=1)
+  xs = [jnp.ones((1, 2))] * 2
+  variables = route.init(key, xs, None)
+  mutator = jm.NasMutator().prepare_from_supernet(variables)
+  with pytest.raises(ValueError, match="route"):
+    jm.build_resource_table(lambda *a: None, variables, mutator, xs)
