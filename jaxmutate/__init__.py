@@ -37,6 +37,7 @@ from jaxmutate.models import SearchableShuffleNetV2 as SearchableShuffleNetV2
 from jaxmutate.registry import MODELS as MODELS
 from jaxmutate.registry import Registry as Registry
 from jaxmutate.registry import build as build
+from jaxmutate.registry import merge_cfg_options as merge_cfg_options
 from jaxmutate.registry import load_config as load_config
 from jaxmutate.resources import ResourceTable as ResourceTable
 from jaxmutate.resources import build_resource_table as build_resource_table
@@ -45,6 +46,9 @@ from jaxmutate.resources import estimate_resources as estimate_resources
 from jaxmutate.search import EvolutionSearchLoop as EvolutionSearchLoop
 from jaxmutate.subnet import read_fix_subnet as read_fix_subnet
 from jaxmutate.subnet import save_fix_subnet as save_fix_subnet
+
+register_module = MODELS.register_module
+"""``@jm.register_module()`` registers a class in :data:`MODELS` (an alias of ``MODELS.register_module``)."""
 
 __version__ = "0.1.0"
 
@@ -83,6 +87,8 @@ __all__ = [
     "OneShotProbMutableOP",
     "Registry",
     "build",
+    "merge_cfg_options",
+    "register_module",
     "load_config",
     "mutables",
     "mutators",

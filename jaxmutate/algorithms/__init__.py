@@ -15,6 +15,7 @@ from jaxmutate.algorithms._spos import make_fixed_subnet_train_step as make_fixe
 from jaxmutate.algorithms._spos import make_population_scorer as make_population_scorer
 from jaxmutate.algorithms._spos import make_spos_train_step as make_spos_train_step
 from jaxmutate.algorithms._spos import retrain_subnet as retrain_subnet
+from jaxmutate.algorithms._spos import supervised_update as supervised_update
 from jaxmutate.algorithms._spos import train_supernet as train_supernet
 
 __all__ = [
@@ -33,5 +34,6 @@ __all__ = [
     "make_spos_train_step",
     "recalibrate_batch_stats",
     "retrain_subnet",
+    "supervised_update",
     "train_supernet",
 ]

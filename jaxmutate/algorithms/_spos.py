@@ -36,6 +36,27 @@ from jaxmutate.registry import MODELS, build
 StepFunction = Callable[[TrainState, jax.Array, jax.Array, PRNGKey], tuple[TrainState, dict[str, jax.Array]]]
 
 
+def supervised_update(
+    model: nn.Module,
+    optimizer: optax.GradientTransformation,
+    loss_fn: Callable[[jax.Array, jax.Array], jax.Array],
+    state: TrainState,
+    images: jax.Array,
+    labels: jax.Array,
+    choices: Mapping[str, Any],
+) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimiser step of the subnet ``choices`` on a labelled batch (BN in train mode)."""
+
+  def loss_and_stats(params):
+    logits, new_stats = apply_in_train_mode(model, params, state.batch_stats, images, choices)
+    return loss_fn(logits, labels), (new_stats, (jnp.argmax(logits, -1) == labels).mean())
+
+  (loss, (batch_stats, acc)), grads = jax.value_and_grad(loss_and_stats, has_aux=True)(state.params)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  return TrainState(params, batch_stats, opt_state, state.step + 1), {"loss": loss, "accuracy": acc}
+
+
 def make_spos_train_step(
     model: nn.Module,
     mutator: ModuleMutator,
@@ -71,20 +92,10 @@ def make_spos_train_step(
     1
   """
 
-  def loss_and_stats(params, batch_stats, images, labels, choices):
-    logits, new_stats = apply_in_train_mode(model, params, batch_stats, images, choices)
-    loss = loss_fn(logits, labels)
-    return loss, (new_stats, (jnp.argmax(logits, -1) == labels).mean())
-
   @jax.jit
   def step(state: TrainState, images: jax.Array, labels: jax.Array, key: PRNGKey):
     choices = mutator.set_choices(mutator.sample_choices(key))
-    (loss, (batch_stats, acc)), grads = jax.value_and_grad(loss_and_stats, has_aux=True)(
-        state.params, state.batch_stats, images, labels, choices
-    )
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    return TrainState(params, batch_stats, opt_state, state.step + 1), {"loss": loss, "accuracy": acc}
+    return supervised_update(model, optimizer, loss_fn, state, images, labels, choices)
 
   return step
 
@@ -102,18 +113,9 @@ def make_fixed_subnet_train_step(
   """
   static_choices = {k: np.asarray(v) for k, v in choices.items()}
 
-  def loss_and_stats(params, batch_stats, images, labels):
-    logits, new_stats = apply_in_train_mode(model, params, batch_stats, images, static_choices)
-    return loss_fn(logits, labels), (new_stats, (jnp.argmax(logits, -1) == labels).mean())
-
   @jax.jit
   def step(state: TrainState, images: jax.Array, labels: jax.Array):
-    (loss, (batch_stats, acc)), grads = jax.value_and_grad(loss_and_stats, has_aux=True)(
-        state.params, state.batch_stats, images, labels
-    )
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    return TrainState(params, batch_stats, opt_state, state.step + 1), {"loss": loss, "accuracy": acc}
+    return supervised_update(model, optimizer, loss_fn, state, images, labels, static_choices)
 
   return step
 

@@ -289,7 +289,7 @@ class DartsBackbone(nn.Module):
     >>> variables = net.init(jax.random.key(0), x, None)
     >>> mutator = jm.DiffModuleMutator().prepare_from_supernet(variables)
     >>> mutator.group_key(0), len(mutator.search_groups)
-    ('reduce_n2_p0', 10)
+    ('reduce_n2', 7)
     >>> arch_params = mutator.init_arch_params(jax.random.key(1))
     >>> net.apply(variables, x, mutator.set_choices(arch_params)).shape
     (2, 10)

@@ -41,6 +41,8 @@ class SearchableShuffleNetV2(nn.Module):
     widen_factor: multiplies every width (rounded to even numbers).
     last_channels: width of the final 1×1 conv.
     candidate_names: which of the four SPOS blocks to offer.
+    depthwise_implementation: how the blocks' depthwise convolutions run
+      (``None`` picks by backend; see :func:`jaxmutate.ops.depthwise_conv`).
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -62,6 +64,7 @@ class SearchableShuffleNetV2(nn.Module):
   widen_factor: float = 1.0
   last_channels: int = 128
   candidate_names: Sequence[str] = SPOS_CANDIDATES
+  depthwise_implementation: str | None = None
 
   def _check(self) -> None:
     unknown = [name for name in self.candidate_names if name not in SPOS_CANDIDATES]
@@ -82,10 +85,10 @@ class SearchableShuffleNetV2(nn.Module):
     ops: dict[str, Any] = {}
     for name in self.candidate_names:
       if name == "shuffle_xception":
-        ops[name] = ShuffleXception(in_channels, out_channels, stride)
+        ops[name] = ShuffleXception(in_channels, out_channels, stride, implementation=self.depthwise_implementation)
       else:
         kernel_size = int(name.split("_")[1][0])
-        ops[name] = ShuffleBlock(in_channels, out_channels, kernel_size, stride)
+        ops[name] = ShuffleBlock(in_channels, out_channels, kernel_size, stride, implementation=self.depthwise_implementation)
     return ops
 
   @nn.compact

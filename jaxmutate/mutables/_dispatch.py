@@ -6,12 +6,27 @@ pay for every candidate of every layer. :func:`switch` keeps the single-branch
 cost under ``vmap`` by mapping a batched index sequentially (``lax.map``), and
 stays differentiable (``custom_vmap`` alone is not) through a ``custom_vjp``
 whose forward and backward passes are themselves such switches.
+
+Three details keep a switched subnet as fast as the same network written by
+hand (measured in ``benchmarks/supernet.py``):
+
+* XLA:CPU only moves convolutions into the layout of its fast kernels in the
+  entry computation; inside a conditional or loop body, a convolution in any
+  other layout (every backward convolution) runs as a naive loop nest. Each
+  branch is therefore traced and re-emitted with its convolutions transposed
+  into that layout (a train step went from 100x to 1.05x the hand-written one).
+* The backward pass keeps residuals that are operands by reference, and
+  branches share residual slots of equal shape, so the conditional does not
+  copy its inputs out or return zero-filled residuals of every branch.
+* Under ``vmap``, members are mapped with a loop that writes each member's
+  output over its input's slice when shapes agree, instead of filling and
+  copying a fresh stacked output per layer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,9 +34,9 @@ import numpy as np
 from jax import lax
 from jax.extend import core as jex_core
 
-# The layout XLA's CPU convolution kernels want: input (batch, spatial..., feature),
-# kernel (spatial..., in, out), output (batch, spatial..., feature).
+
 def _canonical_specs(ndim: int) -> lax.ConvDimensionNumbers:
+  """The layout XLA:CPU's convolution kernels take: NHWC input, HWIO kernel, NHWC output."""
   spatial = tuple(range(1, ndim - 1))
   return lax.ConvDimensionNumbers(
       lhs_spec=(0, ndim - 1, *spatial),
@@ -95,6 +110,54 @@ def _with_canonical_convs(branch: Callable[..., Any]) -> Callable[..., Any]:
   return run
 
 
+def _map_members(
+    one_member: Callable[[tuple[jax.Array, list[jax.Array]]], Any],
+    index: jax.Array,
+    batched_leaves: list[jax.Array],
+    axis_size: int,
+) -> tuple[Any, Any]:
+  """``lax.map(one_member, (index, batched_leaves))`` that writes outputs in place.
+
+  ``lax.map`` fills a zero-initialised stacked output (and XLA copies it into
+  the loop). Here an output whose shape and dtype match a batched operand is
+  written over that operand's buffer instead, member by member: member ``i``
+  reads its slice before overwriting it, and later members' slices are still
+  intact. A shape-preserving layer (a residual block, a skip) thus updates the
+  population's activation in place.
+  """
+  if axis_size == 0:
+    out = lax.map(one_member, (index, batched_leaves))
+    return out, jax.tree.map(lambda _: True, out)
+  member_shapes = jax.eval_shape(one_member, (index[0], [leaf[0] for leaf in batched_leaves]))
+  out_shapes, out_treedef = jax.tree.flatten(member_shapes)
+  free = list(range(len(batched_leaves)))
+  reused: list[int | None] = []
+  for shape in out_shapes:
+    match = next(
+        (j for j in free if batched_leaves[j].shape[1:] == shape.shape and batched_leaves[j].dtype == shape.dtype),
+        None,
+    )
+    if match is not None:
+      free.remove(match)
+    reused.append(match)
+  buffer_of = {j: k for k, j in enumerate(reused) if j is not None}
+  initial = [
+      batched_leaves[j] if j is not None else jnp.zeros((axis_size, *shape.shape), shape.dtype)
+      for j, shape in zip(reused, out_shapes)
+  ]
+
+  def body(i, buffers):
+    member_leaves = [
+        lax.dynamic_index_in_dim(buffers[buffer_of[j]] if j in buffer_of else leaf, i, keepdims=False)
+        for j, leaf in enumerate(batched_leaves)
+    ]
+    out_leaves = jax.tree.leaves(one_member((index[i], member_leaves)))
+    return [lax.dynamic_update_index_in_dim(buf, o, i, 0) for buf, o in zip(buffers, out_leaves)]
+
+  out = jax.tree.unflatten(out_treedef, lax.fori_loop(0, axis_size, body, initial))
+  return out, jax.tree.map(lambda _: True, out)
+
+
 def _switch_forward(index: jax.Array, branches: tuple[Callable[..., Any], ...], operands: tuple[Any, ...]) -> Any:
   """``lax.switch`` with a batching rule that maps over a batched index."""
 
@@ -107,12 +170,11 @@ def _switch_forward(index: jax.Array, branches: tuple[Callable[..., Any], ...], 
     index_batched, operands_batched = in_batched
     if not index_batched:
       # One branch for the whole batch: an ordinary vmap of the switch.
-      in_axes = jax.tree.map(lambda b: 0 if b else None, operands_batched)
-      out = jax.vmap(
-          lambda ops: lax.switch(index, [_with_canonical_convs(b) for b in branches], *ops),
-          in_axes=(in_axes,),
-          axis_size=axis_size,
-      )(operands)
+      # Batching each branch before canonicalizing its convolutions keeps the
+      # batched convolutions in the fast layout too.
+      in_axes = tuple(jax.tree.map(lambda b: 0 if b else None, operands_batched))
+      batched_branches = [jax.vmap(b, in_axes=in_axes, axis_size=axis_size) for b in branches]
+      out = lax.switch(index, [_with_canonical_convs(b) for b in batched_branches], *operands)
       return out, jax.tree.map(lambda _: True, out)
     leaves, treedef = jax.tree.flatten(operands)
     leaf_batched = jax.tree.leaves(operands_batched)
@@ -125,10 +187,63 @@ def _switch_forward(index: jax.Array, branches: tuple[Callable[..., Any], ...], 
       # Recursing keeps nested vmaps (a population of populations) cheap too.
       return _switch_forward(member_index, branches, jax.tree.unflatten(treedef, full))
 
-    out = lax.map(one_member, (index, batched_leaves))
-    return out, jax.tree.map(lambda _: True, out)
+    return _map_members(one_member, index, batched_leaves, axis_size)
 
   return run(index, operands)
+
+
+class _ResidualPlan(NamedTuple):
+  """Where each branch keeps the residuals its pullback needs.
+
+  Attributes:
+    treedefs: per branch, the pullback's tree structure.
+    sources: per branch, per residual leaf, ``("operand", i)`` for a residual
+      that is the switch's own operand leaf ``i`` (kept by reference, never
+      copied out of the conditional) or ``("slot", j)`` for one computed by the
+      branch and returned in shared slot ``j``.
+    slot_types: (shape, dtype) of each slot. Branches share slots of equal
+      type, so the conditional returns the residuals of its largest branch,
+      not those of every branch.
+  """
+
+  treedefs: tuple[Any, ...]
+  sources: tuple[tuple[tuple[str, int], ...], ...]
+  slot_types: tuple[tuple[tuple[int, ...], Any], ...]
+
+
+def _plan_residuals(branches: Sequence[Callable[..., Any]], float_part: Any, other_part: Any) -> _ResidualPlan:
+  """Traces each branch's VJP once to lay out its residuals (see :class:`_ResidualPlan`)."""
+  treedefs, sources = [], []
+  slot_types: list[tuple[tuple[int, ...], Any]] = []
+  for branch in branches:
+    treedef_box = []
+
+    def residuals_of(fp, op, branch=branch, treedef_box=treedef_box):
+      _, pullback = jax.vjp(lambda f: branch(f, op), fp)
+      leaves, treedef = jax.tree.flatten(pullback)
+      treedef_box.append(treedef)
+      return leaves
+
+    closed = jax.make_jaxpr(residuals_of)(float_part, other_part)
+    operand_position = {var: i for i, var in enumerate(closed.jaxpr.invars)}
+    used_slots: dict[tuple[tuple[int, ...], Any], int] = {}
+    branch_sources = []
+    for var in closed.jaxpr.outvars:
+      if not isinstance(var, jex_core.Literal) and var in operand_position:
+        branch_sources.append(("operand", operand_position[var]))
+        continue
+      slot_type = (tuple(var.aval.shape), var.aval.dtype)
+      occurrence = used_slots.get(slot_type, 0)
+      used_slots[slot_type] = occurrence + 1
+      matching = [j for j, t in enumerate(slot_types) if t == slot_type]
+      if occurrence < len(matching):
+        branch_sources.append(("slot", matching[occurrence]))
+      else:
+        slot_types.append(slot_type)
+        branch_sources.append(("slot", len(slot_types) - 1))
+    treedefs.append(treedef_box[-1])
+    sources.append(tuple(branch_sources))
+  return _ResidualPlan(tuple(treedefs), tuple(sources), tuple(slot_types))
 
 
 def switch(index: jax.Array, branches: Sequence[Callable[..., Any]], *operands: Any) -> Any:
@@ -138,7 +253,8 @@ def switch(index: jax.Array, branches: Sequence[Callable[..., Any]], *operands: 
   valid range). The difference is the cost under ``jax.vmap`` when ``index`` is
   batched: each batch member runs only its own branch, one after the other,
   instead of every branch for every member. Reverse-mode AD saves the chosen
-  branch's residuals (zeros for the others, as ``lax.switch`` does).
+  branch's residuals in slots shared by all branches (unused slots are zeros);
+  residuals that are operands are kept by reference.
 
   Branches must be pure functions of ``operands``: they may not close over
   traced values (pass those as operands).
@@ -178,47 +294,48 @@ def switch(index: jax.Array, branches: Sequence[Callable[..., Any]], *operands: 
     return lambda float_part, other_part: branch(*merged(float_part, other_part))
 
   split_branches = tuple(on_split(branch) for branch in branches)
-  residual_layouts: list[list[tuple[list[jax.ShapeDtypeStruct], Any]]] = []
+  plan: list[_ResidualPlan] = []
 
   @jax.custom_vjp
   def run(index, float_part, other_part):
     return _switch_forward(index, split_branches, (float_part, other_part))
 
   def run_forward(index, float_part, other_part):
-    layouts = []
-    for branch in split_branches:
-      pullback_shape = jax.eval_shape(
-          lambda fp, op, branch=branch: jax.vjp(lambda f: branch(f, op), fp)[1], float_part, other_part
-      )
-      layouts.append(jax.tree.flatten(pullback_shape))
-    residual_layouts.append(layouts)
+    current = _plan_residuals(split_branches, float_part, other_part)
+    plan[:] = [current]
 
     def with_residuals(i):
       def branch_forward(fp, op):
         out, pullback = jax.vjp(lambda f: split_branches[i](f, op), fp)
-        residuals = tuple(
-            jax.tree.leaves(pullback) if j == i
-            else [jnp.zeros(s.shape, s.dtype) for s in layouts[j][0]]
-            for j in range(len(branches))
-        )
-        return out, residuals
+        slots = [jnp.zeros(shape, dtype) for shape, dtype in current.slot_types]
+        for value, source in zip(jax.tree.leaves(pullback), current.sources[i]):
+          if source[0] == "slot":
+            slots[source[1]] = value
+        return out, slots
 
       return branch_forward
 
-    out, residuals = _switch_forward(
+    out, slots = _switch_forward(
         index, tuple(with_residuals(i) for i in range(len(branches))), (float_part, other_part)
     )
-    return out, (index, residuals, other_part)
+    return out, (index, slots, float_part, other_part)
 
   def run_backward(saved, cotangent):
-    index, residuals, other_part = saved
-    layouts = residual_layouts[-1]
+    index, slots, float_part, other_part = saved
+    current = plan[-1]
 
     def pullback(i):
-      return lambda res, g: jax.tree.unflatten(layouts[i][1], res[i])(g)[0]
+      def run_pullback(slots, operand_leaves, g):
+        residuals = [
+            slots[where] if kind == "slot" else operand_leaves[where] for kind, where in current.sources[i]
+        ]
+        return jax.tree.unflatten(current.treedefs[i], residuals)(g)[0]
 
+      return run_pullback
+
+    operand_leaves = jax.tree.leaves((float_part, other_part))
     float_cotangents = _switch_forward(
-        index, tuple(pullback(i) for i in range(len(branches))), (residuals, cotangent)
+        index, tuple(pullback(i) for i in range(len(branches))), (slots, operand_leaves, cotangent)
     )
     return None, float_cotangents, jax.tree.map(lambda _: None, other_part)
 

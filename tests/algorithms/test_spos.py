@@ -9,8 +9,6 @@ import pytest
 
 import jaxmutate as jm
 from jaxmutate.algorithms import (
-    TrainState,
-    apply_in_train_mode,
     classification_loss,
     build_optimizer,
     evaluate_accuracy,
@@ -19,6 +17,7 @@ from jaxmutate.algorithms import (
     make_population_scorer,
     make_spos_train_step,
     recalibrate_batch_stats,
+    supervised_update,
 )
 
 
@@ -116,16 +115,7 @@ def test_fixed_subnet_step_matches_the_traced_supernet_step(setup):
   choices = mutator.set_choices({0: jnp.int32(2), 1: jnp.int32(0)})
   fixed_state, _ = make_fixed_subnet_train_step(net, choices, optimizer)(state, x, y)
 
-  @jax.jit
-  def traced_step(state, choices):
-    def loss(params):
-      logits, stats = apply_in_train_mode(net, params, state.batch_stats, x, choices)
-      return classification_loss(logits, y), stats
-
-    (_, stats), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    return TrainState(optax.apply_updates(state.params, updates), stats, opt_state, state.step + 1)
-
+  traced_step = jax.jit(lambda state, choices: supervised_update(net, optimizer, classification_loss, state, x, y, choices)[0])
   traced_state = traced_step(state, choices)
   chex.assert_trees_all_close(fixed_state.params, traced_state.params, rtol=1e-5, atol=1e-6)
   chex.assert_trees_all_close(fixed_state.batch_stats, traced_state.batch_stats, rtol=1e-5, atol=1e-6)

@@ -210,7 +210,7 @@ class TestDarts:
       ops.DartsPoolBN("min")
     with pytest.raises(ValueError, match="kernel_size"):
       ops.DartsSepConv(4, 4, 7)
-    with pytest.raises(ValueError, match="kernel_size"):
+    with pytest.raises(ValueError, match="stride"):
       ops.DartsDilConv(4, 4, 3, 3)
 
 
