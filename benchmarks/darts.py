@@ -99,23 +99,24 @@ def bench_mixed_op(batch: int, size: int, channels: int, repeats: int) -> dict[s
   lib_vars = lib.init(jax.random.key(3), x, None)
   hand_vars = {"params": lib_vars["params"]["edge"], "batch_stats": lib_vars["batch_stats"]["edge"]}
 
-  def lib_loss(params, alpha):
+  # Inputs are arguments, not closed-over constants (XLA would constant-fold them).
+  def lib_loss(params, alpha, x, target):
     out, _ = lib.apply({"params": params, "batch_stats": lib_vars["batch_stats"]}, x, {"edge": alpha}, mutable=["batch_stats"])
     return jnp.mean((out - target) ** 2)
 
-  def hand_loss(params, alpha):
+  def hand_loss(params, alpha, x, target):
     out, _ = hand.apply({"params": params, "batch_stats": hand_vars["batch_stats"]}, x, alpha, mutable=["batch_stats"])
     return jnp.mean((out - target) ** 2)
 
   lib_grad = jax.jit(jax.value_and_grad(lib_loss, argnums=(0, 1)))
   hand_grad = jax.jit(jax.value_and_grad(hand_loss, argnums=(0, 1)))
-  (l1, (_, ga1)), (l2, (_, ga2)) = lib_grad(lib_vars["params"], alpha), hand_grad(hand_vars["params"], alpha)
+  (l1, (_, ga1)), (l2, (_, ga2)) = lib_grad(lib_vars["params"], alpha, x, target), hand_grad(hand_vars["params"], alpha, x, target)
   np.testing.assert_allclose(l1, l2, rtol=1e-5)
   np.testing.assert_allclose(ga1, ga2, rtol=1e-4, atol=1e-7)
 
   gumbel = LibMixedOp(channels, kind="gumbel")
 
-  def gumbel_loss(params, alpha, key):
+  def gumbel_loss(params, alpha, key, x, target):
     out, _ = gumbel.apply(
         {"params": params, "batch_stats": lib_vars["batch_stats"]}, x, {"edge": alpha}, mutable=["batch_stats"], rngs={"gumbel": key}
     )
@@ -126,9 +127,9 @@ def bench_mixed_op(batch: int, size: int, channels: int, repeats: int) -> dict[s
   # Interleave the measurements so background load hits all of them alike.
   t_lib, t_hand, t_gumbel = [], [], []
   for _ in range(3):
-    t_hand.append(median_time(lambda: hand_grad(hand_vars["params"], alpha), repeats))
-    t_lib.append(median_time(lambda: lib_grad(lib_vars["params"], alpha), repeats))
-    t_gumbel.append(median_time(lambda: gumbel_grad(lib_vars["params"], alpha, next(keys)), repeats))
+    t_hand.append(median_time(lambda: hand_grad(hand_vars["params"], alpha, x, target), repeats))
+    t_lib.append(median_time(lambda: lib_grad(lib_vars["params"], alpha, x, target), repeats))
+    t_gumbel.append(median_time(lambda: gumbel_grad(lib_vars["params"], alpha, next(keys), x, target), repeats))
   hand_s, lib_s, gumbel_s = min(t_hand), min(t_lib), min(t_gumbel)
   return {
       "shape": [batch, size, size, channels],
@@ -164,17 +165,17 @@ def bench_search_steps(batch: int, num_layers: int, num_nodes: int, channels: in
   grads = {}
   for name, xi in (("first_order", 0.0), ("second_order", 0.05)):
     fn = jax.jit(
-        lambda p, b, a, xi=xi: arch_gradient(net, mutator, p, b, a, (x, y), (xv, yv), jax.random.key(2), unroll_lr=xi)[1],
+        lambda p, b, a, tb, vb, xi=xi: arch_gradient(net, mutator, p, b, a, tb, vb, jax.random.key(2), unroll_lr=xi)[1],
         compiler_options=options,
     )
-    jax.block_until_ready(fn(state.params, state.batch_stats, state.arch_params))
+    jax.block_until_ready(fn(state.params, state.batch_stats, state.arch_params, (x, y), (xv, yv)))
     grads[name] = fn
 
   t = {k: [] for k in ("first_order", "second_order", "grad_first_order", "grad_second_order")}
   for _ in range(3):
     for name in ("first_order", "second_order"):
       t[name].append(median_time(lambda: steps[name].search_step(state, (x, y), (xv, yv), jax.random.key(1)), repeats))
-      t[f"grad_{name}"].append(median_time(lambda: grads[name](state.params, state.batch_stats, state.arch_params), repeats))
+      t[f"grad_{name}"].append(median_time(lambda: grads[name](state.params, state.batch_stats, state.arch_params, (x, y), (xv, yv)), repeats))
   best = {k: min(v) for k, v in t.items()}
   results.update({
       "first_order_step_s": best["first_order"],

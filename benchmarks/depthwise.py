@@ -54,8 +54,18 @@ def shifted_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return depthwise_conv(x, kernel, implementation="shifted")
 
 
-def time_fn(fn: Callable[..., Any], args: tuple, warmup: int, iters: int) -> float:
-  """Median wall time in ms of ``fn(*args)`` after compile and warm-up."""
+def compile_seconds(fn: Callable[..., Any], args: tuple) -> tuple[Any, float]:
+  """Lowers and compiles the jitted ``fn`` for ``args``: (executable, seconds)."""
+  start = time.perf_counter()
+  compiled = fn.lower(*args).compile()
+  return compiled, time.perf_counter() - start
+
+
+def time_fn(
+    fn: Callable[..., Any], args: tuple, warmup: int, iters: int
+) -> tuple[float, float]:
+  """(median wall ms of ``fn(*args)`` after compile and warm-up, compile s)."""
+  fn, seconds = compile_seconds(fn, args)
   jax.block_until_ready(fn(*args))
   for _ in range(warmup):  # steady state: page faults of cold buffers are slow
     jax.block_until_ready(fn(*args))
@@ -64,7 +74,7 @@ def time_fn(fn: Callable[..., Any], args: tuple, warmup: int, iters: int) -> flo
     start = time.perf_counter()
     jax.block_until_ready(fn(*args))
     times.append(time.perf_counter() - start)
-  return statistics.median(times) * 1e3
+  return statistics.median(times) * 1e3, seconds
 
 
 def bench_convs(batches, kernels, size, channels, warmup, iters) -> list[dict]:
@@ -79,8 +89,12 @@ def bench_convs(batches, kernels, size, channels, warmup, iters) -> list[dict]:
       for name, conv in (("grouped", grouped_conv), ("shifted", shifted_conv)):
         fwd = jax.jit(conv)
         fwd_bwd = jax.jit(lambda x, k, g, conv=conv: jax.vjp(conv, x, k)[1](g))
-        row[f"{name}_fwd_ms"] = time_fn(fwd, (x, kernel), warmup, iters)
-        row[f"{name}_fwd_bwd_ms"] = time_fn(fwd_bwd, (x, kernel, g), warmup, iters)
+        row[f"{name}_fwd_ms"], row[f"{name}_fwd_compile_s"] = time_fn(
+            fwd, (x, kernel), warmup, iters
+        )
+        row[f"{name}_fwd_bwd_ms"], row[f"{name}_fwd_bwd_compile_s"] = time_fn(
+            fwd_bwd, (x, kernel, g), warmup, iters
+        )
       row["fwd_speedup"] = row["grouped_fwd_ms"] / row["shifted_fwd_ms"]
       row["fwd_bwd_speedup"] = row["grouped_fwd_bwd_ms"] / row["shifted_fwd_bwd_ms"]
       rows.append(row)
@@ -88,7 +102,9 @@ def bench_convs(batches, kernels, size, channels, warmup, iters) -> list[dict]:
           f"  b={batch:4d} k={k}  fwd {row['grouped_fwd_ms']:8.2f} -> "
           f"{row['shifted_fwd_ms']:7.2f} ms ({row['fwd_speedup']:5.1f}x)   "
           f"fwd+bwd {row['grouped_fwd_bwd_ms']:8.2f} -> "
-          f"{row['shifted_fwd_bwd_ms']:7.2f} ms ({row['fwd_bwd_speedup']:5.1f}x)",
+          f"{row['shifted_fwd_bwd_ms']:7.2f} ms ({row['fwd_bwd_speedup']:5.1f}x)   "
+          f"fwd+bwd compile {row['grouped_fwd_bwd_compile_s']:.2f} -> "
+          f"{row['shifted_fwd_bwd_compile_s']:.2f} s",
           flush=True,
       )
   return rows
@@ -143,7 +159,8 @@ def bench_train_step(batch, size, warmup, iters) -> dict:
       return optax.apply_updates(params, updates), stats, opt_state, loss
 
     state = (params, stats, opt_state)
-    for _ in range(warmup + 1):  # compile, then a few real steps
+    step, row[f"{name}_compile_s"] = compile_seconds(step, (*state, x, y))
+    for _ in range(warmup + 1):  # a few real steps first (page faults)
       state = step(*state, x, y)[:3]
     jax.block_until_ready(state)
     times = []
@@ -154,7 +171,11 @@ def bench_train_step(batch, size, warmup, iters) -> dict:
       times.append(time.perf_counter() - start)
       state = out[:3]
     row[f"{name}_step_ms"] = statistics.median(times) * 1e3
-    print(f"  train step ({name}): {row[f'{name}_step_ms']:.1f} ms", flush=True)
+    print(
+        f"  train step ({name}): {row[f'{name}_step_ms']:.1f} ms, compile "
+        f"{row[f'{name}_compile_s']:.2f} s",
+        flush=True,
+    )
   row["speedup"] = row["grouped_step_ms"] / row["shifted_step_ms"]
   return row
 
@@ -181,6 +202,9 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--quick", action="store_true", help="tiny smoke run")
   parser.add_argument(
+      "--step-only", action="store_true", help="only the train step (no write)"
+  )
+  parser.add_argument(
       "--out",
       default=str(Path(__file__).resolve().parent / "results" / "depthwise.json"),
       help="where to write the JSON results (the quick run does not write)",
@@ -195,28 +219,37 @@ def main() -> None:
         (64, 256), (3, 5, 7), 32, 3, 10, 64, 10
     )
   info = machine_info()
+  info["load_average_start"] = list(os.getloadavg())
   print(f"machine: {info}")
+  if args.step_only:
+    bench_train_step(step_batch, size, warmup, step_iters)
+    return
   print("depthwise conv, 16 channels, grouped (lax) -> shifted (jaxmutate):")
   convs = bench_convs(batches, kernels, size, 16, warmup, iters)
   print("SPOS ShuffleNet ops network, 8 blocks, 32 ch:")
   step = bench_train_step(step_batch, size, warmup, step_iters)
+  info["load_average_end"] = list(os.getloadavg())
   results = dict(machine=info, quick=args.quick, convs=convs, train_step=step)
 
   print("\n| batch | k | fwd grouped ms | fwd shifted ms | fwd speedup | "
-        "fwd+bwd grouped ms | fwd+bwd shifted ms | fwd+bwd speedup |")
-  print("|---|---|---|---|---|---|---|---|")
+        "fwd+bwd grouped ms | fwd+bwd shifted ms | fwd+bwd speedup | "
+        "fwd+bwd compile grouped / shifted s |")
+  print("|---|---|---|---|---|---|---|---|---|")
   for r in convs:
     print(
         f"| {r['batch']} | {r['kernel_size']} | {r['grouped_fwd_ms']:.2f} | "
         f"{r['shifted_fwd_ms']:.2f} | {r['fwd_speedup']:.1f}x | "
         f"{r['grouped_fwd_bwd_ms']:.2f} | {r['shifted_fwd_bwd_ms']:.2f} | "
-        f"{r['fwd_bwd_speedup']:.1f}x |"
+        f"{r['fwd_bwd_speedup']:.1f}x | {r['grouped_fwd_bwd_compile_s']:.2f} / "
+        f"{r['shifted_fwd_bwd_compile_s']:.2f} |"
     )
   print(
-      f"\n| train step (b{step['batch']}) | grouped ms | shifted ms | speedup |\n"
-      f"|---|---|---|---|\n| SPOS ShuffleNet ops, 8 blocks | "
+      f"\n| train step (b{step['batch']}) | grouped ms | shifted ms | speedup | "
+      f"compile grouped / shifted s |\n"
+      f"|---|---|---|---|---|\n| SPOS ShuffleNet ops, 8 blocks | "
       f"{step['grouped_step_ms']:.1f} | {step['shifted_step_ms']:.1f} | "
-      f"{step['speedup']:.1f}x |"
+      f"{step['speedup']:.1f}x | {step['grouped_compile_s']:.2f} / "
+      f"{step['shifted_compile_s']:.2f} |"
   )
   if not args.quick:
     out = Path(args.out)

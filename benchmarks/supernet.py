@@ -361,6 +361,12 @@ def bench_sample_set(sizes: Sizes, mutator: Any, key: jax.Array) -> dict[str, An
           "compilations": sample_set._cache_size()}
 
 
+def _ms(seconds: float) -> str:
+  """Milliseconds with about three significant digits."""
+  ms = seconds * 1e3
+  return f"{ms:.0f}" if ms >= 100 else f"{ms:.1f}" if ms >= 1 else f"{ms:.3f}"
+
+
 def format_table(results: dict[str, Any]) -> str:
   """A Markdown table of every figure."""
   lines = ["| figure | ratio (min / median / max) | absolute median | target |", "|---|---|---|---|"]
@@ -368,34 +374,34 @@ def format_table(results: dict[str, Any]) -> str:
   lines.append(
       f"| subnet forward via supernet / hand-written ({len(fwd['rows'])} archs) | "
       f"{fwd['ratio']['min']:.3f} / **{fwd['ratio']['median']:.3f}** / {fwd['ratio']['max']:.3f} | "
-      f"{np.median([r['s'] for r in fwd['rows']]) * 1e3:.1f} ms vs {np.median([r['baseline_s'] for r in fwd['rows']]) * 1e3:.1f} ms"
+      f"{_ms(np.median([r['s'] for r in fwd['rows']]))} ms vs {_ms(np.median([r['baseline_s'] for r in fwd['rows']]))} ms"
       " | ≤ 1.10 |"
   )
   lines.append(
       f"| train step (fwd+bwd) via supernet / hand-written ({len(train['rows'])} archs) | "
       f"{train['ratio']['min']:.3f} / **{train['ratio']['median']:.3f}** / {train['ratio']['max']:.3f} | "
-      f"{np.median([r['s'] for r in train['rows']]) * 1e3:.1f} ms vs {np.median([r['baseline_s'] for r in train['rows']]) * 1e3:.1f} ms"
+      f"{_ms(np.median([r['s'] for r in train['rows']]))} ms vs {_ms(np.median([r['baseline_s'] for r in train['rows']]))} ms"
       " | — |"
   )
   for pop in results["vmap_population"]:
     lines.append(
         f"| `vmap` over P={pop['population']} subnets / Python loop of jitted supernet | **{pop['ratio']:.3f}** | "
-        f"{pop['s'] * 1e3:.0f} ms vs {pop['baseline_s'] * 1e3:.0f} ms (max abs diff {pop['max_abs_diff_vs_loop']:.1e}) | ≤ 1.3 |"
+        f"{_ms(pop['s'])} ms vs {_ms(pop['baseline_s'])} ms (max abs diff {pop['max_abs_diff_vs_loop']:.1e}) | ≤ 1.3 |"
     )
   naive = results["naive_vmap"]
   lines.append(
       f"| naive `nn.switch` supernet under `vmap`, P={naive['population']}, shape {tuple(naive['shape'])} / its loop | "
-      f"{naive['naive_nn_switch']['ratio']:.2f} | {naive['naive_nn_switch']['s'] * 1e3:.0f} ms vs "
-      f"{naive['naive_nn_switch']['baseline_s'] * 1e3:.0f} ms | context |"
+      f"{naive['naive_nn_switch']['ratio']:.2f} | {_ms(naive['naive_nn_switch']['s'])} ms vs "
+      f"{_ms(naive['naive_nn_switch']['baseline_s'])} ms | context |"
   )
   lines.append(
       f"| jaxmutate `vmap`, same small shape / its loop | {naive['jaxmutate']['ratio']:.2f} | "
-      f"{naive['jaxmutate']['s'] * 1e3:.0f} ms vs {naive['jaxmutate']['baseline_s'] * 1e3:.0f} ms | ≤ 1.3 |"
+      f"{_ms(naive['jaxmutate']['s'])} ms vs {_ms(naive['jaxmutate']['baseline_s'])} ms | ≤ 1.3 |"
   )
   sample = results["sample_set_choices"]
   lines.append(
       f"| `jit(vmap(sample_choices + set_choices))`, {sample['num_subnets']} subnets | — | "
-      f"first call {sample['first_call_s'] * 1e3:.0f} ms (incl. compile), steady {sample['steady_s'] * 1e3:.2f} ms | — |"
+      f"first call {_ms(sample['first_call_s'])} ms (incl. compile), steady {sample['steady_s'] * 1e3:.2f} ms | — |"
   )
   comp = results["compilations"]
   lines.append(

@@ -12,6 +12,7 @@ from jaxmutate import mutables as mutables
 from jaxmutate import mutators as mutators
 from jaxmutate import search as search
 from jaxmutate.algorithms import SPOS as SPOS
+from jaxmutate.algorithms import init_supernet as init_supernet
 from jaxmutate.mutables import MUTABLES_COLLECTION as MUTABLES_COLLECTION
 from jaxmutate.mutables import BaseMutable as BaseMutable
 from jaxmutate.mutables import DiffChoiceRoute as DiffChoiceRoute
@@ -64,6 +65,7 @@ __all__ = [
     "build_resource_table",
     "count_params",
     "estimate_resources",
+    "init_supernet",
     "models",
     "search",
     "BaseMutator",

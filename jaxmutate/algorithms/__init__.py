@@ -8,6 +8,7 @@ from jaxmutate.algorithms._common import apply_in_train_mode as apply_in_train_m
 from jaxmutate.algorithms._common import build_optimizer as build_optimizer
 from jaxmutate.algorithms._common import classification_loss as classification_loss
 from jaxmutate.algorithms._common import evaluate_accuracy as evaluate_accuracy
+from jaxmutate.algorithms._common import init_supernet as init_supernet
 from jaxmutate.algorithms._common import init_train_state as init_train_state
 from jaxmutate.algorithms._common import recalibrate_batch_stats as recalibrate_batch_stats
 from jaxmutate.algorithms._spos import SPOS as SPOS
@@ -28,6 +29,7 @@ __all__ = [
     "build_optimizer",
     "classification_loss",
     "evaluate_accuracy",
+    "init_supernet",
     "init_train_state",
     "make_fixed_subnet_train_step",
     "make_population_scorer",

@@ -307,6 +307,24 @@ class DartsBackbone(nn.Module):
   affine: bool = False
   depthwise_implementation: str | None = None
 
+  def __post_init__(self) -> None:
+    # Validate the search space when the backbone is built (e.g. by jm.build
+    # from a config), not only at the first init.
+    owner = "DartsBackbone"
+    _check_op_names(owner, self.op_names)
+    _mutable_class_and_kwargs(owner, "mutable_cfg", self.mutable_cfg, DiffMutableOP, DiffMutableModule)
+    _, route_kwargs = _mutable_class_and_kwargs(owner, "route_cfg", self.route_cfg, DiffChoiceRoute, DiffChoiceRoute)
+    num_chosen = route_kwargs.get("num_chosen", 2)
+    if isinstance(num_chosen, int) and num_chosen > 2:
+      raise ValueError(
+          f"{owner}: route_cfg num_chosen={num_chosen} is larger than the number of edges of the first node "
+          f"of every cell ('normal_n2'/'reduce_n2' has 2 input edges)."
+      )
+    if self.num_classes is not None and (isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1):
+      raise ValueError(f"{owner}: num_classes must be None or an int >= 1, got {self.num_classes!r}.")
+    _layout(owner, self.base_channels, self.num_layers, self.num_nodes, self.stem_multiplier, self.reduction_layers)
+    super().__post_init__()
+
   def cell_layout(self) -> list[dict[str, Any]]:
     """Per cell: ``channels``, ``in_channels``, ``reduction``, ``prev_reduction``."""
     reductions = _layout("DartsBackbone", self.base_channels, self.num_layers, self.num_nodes, self.stem_multiplier, self.reduction_layers)

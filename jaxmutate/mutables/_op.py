@@ -102,18 +102,28 @@ class OneShotMutableModule(BaseMutable):
     mutable_collections = [col for col in variables if self.is_mutable_collection(col)]
     rngs = {stream: self.make_rng(stream) for stream in self.scope.rngs}
 
+    def candidate_path(name: str) -> str:
+      return f"{self.mutable_name}.{name}" if self.mutable_name else name
+
+    def inside(key: str, path: str) -> bool:
+      return key == path or key.startswith(f"{path}.")
+
     def branch(name: str):
-      prefix = f"{self.mutable_name}.{name}." if self.mutable_name else f"{name}."
+      path = candidate_path(name)
 
       def run(variables, rngs, x, choices):
-        nested = {k[len(prefix):]: v for k, v in choices.items() if k.startswith(prefix)}
+        # Applied on its own, the candidate is the root: its own key becomes ""
+        # and its descendants lose the "<path>." prefix.
+        nested = {k[len(path) + 1:]: v for k, v in choices.items() if inside(k, path)}
         return _run_candidate_functionally(
             candidates[name], name, variables, mutable_collections, rngs, x, nested, kwargs
         )
 
       return run
 
-    nested_choices = {k: v for k, v in dict(choices).items() if k.startswith(f"{self.mutable_name}.")}
+    nested_choices = {
+        k: v for k, v in dict(choices).items() if any(inside(k, candidate_path(name)) for name in names)
+    }
     out, updated = switch(index, [branch(name) for name in names], variables, rngs, x, nested_choices)
     for col, tree in updated.items():
       for name, value in tree.items():

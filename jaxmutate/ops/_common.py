@@ -7,6 +7,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jaxmutate.ops._depthwise import DepthwiseConv
 from jaxmutate.registry import MODELS
@@ -52,6 +53,54 @@ def batch_norm(
       use_bias=affine,
       name=name,
   )
+
+
+class PointwiseConv(nn.Module):
+  """1x1 stride-1 conv without bias, computed as one 2-d matmul.
+
+  Same parameter (``kernel`` of shape (1, 1, Cin, Cout), lecun-normal) as
+  ``nn.Conv(features, (1, 1), use_bias=False)``, so the two are
+  interchangeable. On XLA CPU the conv form's backward transposes the
+  activations for the kernel gradient (the dot of a 4-d operand contracts over
+  three leading dims); flattening to (N*H*W, Cin) first makes forward, input
+  gradient and kernel gradient plain 2-d matmuls (~3x faster fwd+bwd at
+  64x32x32x16).
+
+  Attributes:
+    features: output channels.
+    kernel_init: initializer of the (1, 1, Cin, Cout) kernel.
+    dtype: computation dtype (``None``: inferred from inputs and params).
+    param_dtype: dtype of the parameters.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxmutate.ops._common import PointwiseConv
+    >>> conv = PointwiseConv(features=6)
+    >>> variables = conv.init(jax.random.key(0), jnp.ones((1, 4, 4, 3)))
+    >>> variables["params"]["kernel"].shape
+    (1, 1, 3, 6)
+    >>> conv.apply(variables, jnp.ones((1, 4, 4, 3))).shape
+    (1, 4, 4, 6)
+  """
+
+  features: int
+  kernel_init: Any = nn.initializers.lecun_normal()
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Applies the 1x1 conv to (..., Cin) ``x``."""
+    channels = x.shape[-1]
+    kernel = self.param(
+        "kernel", self.kernel_init, (1, 1, channels, self.features),
+        self.param_dtype,
+    )
+    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+    flat = lax.dot_general(
+        x.reshape(-1, channels), kernel[0, 0], (((1,), (0,)), ((), ()))
+    )
+    return flat.reshape(*x.shape[:-1], self.features)
 
 
 class ConvBN(nn.Module):
@@ -107,6 +156,8 @@ class ConvBN(nn.Module):
           implementation=self.implementation,
           name="conv",
       )(x)
+    elif self.kernel_size == 1 and self.stride == 1:
+      x = PointwiseConv(self.features, name="conv")(x)
     else:
       x = nn.Conv(
           self.features,

@@ -55,6 +55,15 @@ def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
   return x.reshape(*x.shape[:-2], channels)
 
 
+def _concat_shuffle(x1: jax.Array, x2: jax.Array) -> jax.Array:
+  """``channel_shuffle(concatenate([x1, x2], -1), 2)`` for equal halves.
+
+  Channel i of ``x1`` lands at 2i and channel i of ``x2`` at 2i + 1: one
+  interleaving write instead of a concatenation and a transpose.
+  """
+  return jnp.stack([x1, x2], axis=-1).reshape(*x1.shape[:-1], 2 * x1.shape[-1])
+
+
 def _check_shuffle_channels(owner: str, in_channels: int, out_channels: int, stride: int) -> None:
   check_positive_int(in_channels, "in_channels", owner)
   check_positive_int(out_channels, "out_channels", owner)
@@ -142,7 +151,7 @@ class ShuffleBlock(nn.Module):
         x2, train=train
     )
     x2 = ConvBN(branch, 1, act="relu", name="branch2_2", **bn)(x2, train=train)
-    return channel_shuffle(jnp.concatenate([x1, x2], axis=-1), 2)
+    return _concat_shuffle(x1, x2)
 
 
 @MODELS.register_module()
@@ -210,4 +219,4 @@ class ShuffleXception(nn.Module):
       x2 = ConvBN(branch, 1, act="relu", name=f"branch2_{i}_pw", **bn)(
           x2, train=train
       )
-    return channel_shuffle(jnp.concatenate([x1, x2], axis=-1), 2)
+    return _concat_shuffle(x1, x2)

@@ -260,3 +260,46 @@ def test_one_shot_op_train_step_matches_hand_written_gradient():
   hand = jax.grad(hand_loss, argnums=(0, 1))(variables["params"]["layer0"]["k3"], variables["params"]["layer1"]["k1"])
   chex.assert_trees_all_close((grads["layer0"]["k3"], grads["layer1"]["k1"]), hand, rtol=1e-5, atol=1e-5)
   assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in jax.tree.leaves(grads["layer0"]["k1"]))
+
+
+def test_switch_nested_in_a_branch_under_grad_and_vmap():
+  """A branch that itself switches (a nested mutable) keeps parity with nested ``lax.switch``."""
+  params, x = make_operands(jax.random.key(15))
+
+  def outer(switch_fn):
+    def run(indices, params, x):
+      inner = lambda params, x, i: switch_fn(i, conv_branches(), params, x)
+      branches = [lambda params, x, i: inner(params, x, i) * 2.0, lambda params, x, i: jnp.cos(x)]
+      return jnp.sum(switch_fn(indices[0], branches, params, x, indices[1]) ** 2)
+
+    return run
+
+  population = jnp.array([[0, 1], [1, 0], [0, 2]], jnp.int32)
+  value = jax.jit(outer(switch))
+  grad = jax.jit(jax.grad(outer(switch), argnums=1))
+  expected_value = jax.jit(outer(jax.lax.switch))
+  expected_grad = jax.jit(jax.grad(outer(jax.lax.switch), argnums=1))
+  for indices in population:
+    np.testing.assert_allclose(value(indices, params, x), expected_value(indices, params, x), rtol=1e-5)
+    chex.assert_trees_all_close(grad(indices, params, x), expected_grad(indices, params, x), rtol=1e-5, atol=1e-5)
+  grads = jax.jit(jax.vmap(jax.grad(outer(switch), argnums=1), in_axes=(0, None, None)))(population, params, x)
+  for member, indices in enumerate(population):
+    chex.assert_trees_all_close(
+        jax.tree.map(lambda g, m=member: g[m], grads), expected_grad(indices, params, x), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_grouped_strided_and_dilated_convolution_gradients_match_lax_switch():
+  """The layout rewrite keeps the values of every kind of convolution the backward pass emits."""
+  x = jax.random.normal(jax.random.key(16), (2, 9, 9, 4))
+  kernels = (jax.random.normal(jax.random.key(17), (3, 3, 1, 4)), jax.random.normal(jax.random.key(18), (3, 3, 4, 6)))
+  branches = [
+      lambda w, x: jnp.sum(jax.lax.conv_general_dilated(
+          x, w[0], (1, 1), "SAME", dimension_numbers=DIMENSION_NUMBERS, feature_group_count=4) ** 2),
+      lambda w, x: jnp.sum(jax.lax.conv_general_dilated(
+          x, w[1], (2, 2), "VALID", rhs_dilation=(2, 1), dimension_numbers=DIMENSION_NUMBERS) ** 2),
+  ]
+  for index in range(2):
+    grads = jax.jit(jax.grad(lambda w, x: switch(index, branches, w, x), argnums=(0, 1)))(kernels, x)
+    expected = jax.jit(jax.grad(lambda w, x: jax.lax.switch(index, branches, w, x), argnums=(0, 1)))(kernels, x)
+    chex.assert_trees_all_close(grads, expected, rtol=1e-4, atol=1e-4)

@@ -181,13 +181,6 @@ def test_nested_mutables_are_found_and_receive_choices(key):
   np.testing.assert_allclose(Nested().apply(variables, X, choices), expected, rtol=1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason="_op.py branch(): nested choices are re-keyed by stripping the prefix '<outer>.<cand>.', so the "
-    "nested mutable's own key '<outer>.<cand>' is dropped; the functionally applied candidate (named '') "
-    "then raises KeyError: No choice for mutable ''.",
-)
 def test_nested_mutables_receive_choices_under_jit(key):
   variables = Nested().init(key, X, None)
   choices = {"outer": jnp.int32(0), "outer.inner": jnp.int32(1)}
