@@ -31,7 +31,6 @@ from typing import Any, Callable
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import optax
 from jax import lax
 
@@ -136,6 +135,7 @@ def bench_train_step(batch, size, warmup, iters) -> dict:
   y = jax.random.randint(jax.random.key(1), (batch,), 0, 10)
   tx = optax.sgd(0.05, momentum=0.9)
   row: dict[str, Any] = dict(batch=batch, input=[batch, size, size, 3])
+  steps, states = {}, {}
   for name, impl in (("grouped", "xla"), ("shifted", "shifted")):
     model = ShuffleNetOps(implementation=impl)
     variables = model.init(jax.random.key(2), x, train=False)
@@ -159,18 +159,22 @@ def bench_train_step(batch, size, warmup, iters) -> dict:
       return optax.apply_updates(params, updates), stats, opt_state, loss
 
     state = (params, stats, opt_state)
-    step, row[f"{name}_compile_s"] = compile_seconds(step, (*state, x, y))
+    steps[name], row[f"{name}_compile_s"] = compile_seconds(step, (*state, x, y))
     for _ in range(warmup + 1):  # a few real steps first (page faults)
-      state = step(*state, x, y)[:3]
-    jax.block_until_ready(state)
-    times = []
-    for _ in range(iters):
+      state = steps[name](*state, x, y)[:3]
+    states[name] = jax.block_until_ready(state)
+  # The two variants alternate step by step, so that load from other jobs on
+  # a shared machine hits both alike and the ratio stays meaningful.
+  times: dict[str, list[float]] = {name: [] for name in steps}
+  for _ in range(iters):
+    for name, step in steps.items():
       start = time.perf_counter()
-      out = step(*state, x, y)
+      out = step(*states[name], x, y)
       jax.block_until_ready(out)
-      times.append(time.perf_counter() - start)
-      state = out[:3]
-    row[f"{name}_step_ms"] = statistics.median(times) * 1e3
+      times[name].append(time.perf_counter() - start)
+      states[name] = out[:3]
+  for name in steps:
+    row[f"{name}_step_ms"] = statistics.median(times[name]) * 1e3
     print(
         f"  train step ({name}): {row[f'{name}_step_ms']:.1f} ms, compile "
         f"{row[f'{name}_compile_s']:.2f} s",

@@ -10,19 +10,26 @@ from jaxmutate import algorithms as algorithms
 from jaxmutate import models as models
 from jaxmutate import mutables as mutables
 from jaxmutate import mutators as mutators
+from jaxmutate import ops as ops
 from jaxmutate import search as search
-from jaxmutate.algorithms import SPOS as SPOS
+from jaxmutate.algorithms import DARTS as DARTS
 from jaxmutate.algorithms import init_supernet as init_supernet
-from jaxmutate.mutables import MUTABLES_COLLECTION as MUTABLES_COLLECTION
+from jaxmutate.algorithms import SPOS as SPOS
+from jaxmutate.models import DartsBackbone as DartsBackbone
+from jaxmutate.models import SearchableConvNet as SearchableConvNet
+from jaxmutate.models import SearchableMLP as SearchableMLP
+from jaxmutate.models import SearchableShuffleNetV2 as SearchableShuffleNetV2
 from jaxmutate.mutables import BaseMutable as BaseMutable
+from jaxmutate.mutables import ChoiceRoute as ChoiceRoute
 from jaxmutate.mutables import DiffChoiceRoute as DiffChoiceRoute
 from jaxmutate.mutables import DiffMutableModule as DiffMutableModule
 from jaxmutate.mutables import DiffMutableOP as DiffMutableOP
 from jaxmutate.mutables import GumbelChoiceRoute as GumbelChoiceRoute
 from jaxmutate.mutables import GumbelMutableOP as GumbelMutableOP
-from jaxmutate.mutables import OneHotMutableOP as OneHotMutableOP
+from jaxmutate.mutables import MUTABLES_COLLECTION as MUTABLES_COLLECTION
 from jaxmutate.mutables import MutableSpec as MutableSpec
 from jaxmutate.mutables import MutableValue as MutableValue
+from jaxmutate.mutables import OneHotMutableOP as OneHotMutableOP
 from jaxmutate.mutables import OneShotMutableModule as OneShotMutableModule
 from jaxmutate.mutables import OneShotMutableOP as OneShotMutableOP
 from jaxmutate.mutables import OneShotMutableValue as OneShotMutableValue
@@ -32,18 +39,15 @@ from jaxmutate.mutators import DiffModuleMutator as DiffModuleMutator
 from jaxmutate.mutators import ModuleMutator as ModuleMutator
 from jaxmutate.mutators import NasMutator as NasMutator
 from jaxmutate.mutators import OneShotModuleMutator as OneShotModuleMutator
-from jaxmutate.models import SearchableConvNet as SearchableConvNet
-from jaxmutate.models import SearchableMLP as SearchableMLP
-from jaxmutate.models import SearchableShuffleNetV2 as SearchableShuffleNetV2
+from jaxmutate.registry import build as build
+from jaxmutate.registry import load_config as load_config
+from jaxmutate.registry import merge_cfg_options as merge_cfg_options
 from jaxmutate.registry import MODELS as MODELS
 from jaxmutate.registry import Registry as Registry
-from jaxmutate.registry import build as build
-from jaxmutate.registry import merge_cfg_options as merge_cfg_options
-from jaxmutate.registry import load_config as load_config
-from jaxmutate.resources import ResourceTable as ResourceTable
 from jaxmutate.resources import build_resource_table as build_resource_table
 from jaxmutate.resources import count_params as count_params
 from jaxmutate.resources import estimate_resources as estimate_resources
+from jaxmutate.resources import ResourceTable as ResourceTable
 from jaxmutate.search import EvolutionSearchLoop as EvolutionSearchLoop
 from jaxmutate.subnet import read_fix_subnet as read_fix_subnet
 from jaxmutate.subnet import save_fix_subnet as save_fix_subnet
@@ -54,32 +58,34 @@ register_module = MODELS.register_module
 __version__ = "0.1.0"
 
 __all__ = [
-    "BaseMutable",
-    "EvolutionSearchLoop",
-    "ResourceTable",
-    "SPOS",
-    "SearchableConvNet",
-    "SearchableMLP",
-    "SearchableShuffleNetV2",
     "algorithms",
-    "build_resource_table",
-    "count_params",
-    "estimate_resources",
-    "init_supernet",
-    "models",
-    "search",
+    "BaseMutable",
     "BaseMutator",
+    "build",
+    "build_resource_table",
+    "ChoiceRoute",
+    "count_params",
+    "DARTS",
+    "DartsBackbone",
     "DiffChoiceRoute",
     "DiffModuleMutator",
     "DiffMutableModule",
     "DiffMutableOP",
+    "estimate_resources",
+    "EvolutionSearchLoop",
     "GumbelChoiceRoute",
     "GumbelMutableOP",
+    "init_supernet",
+    "load_config",
+    "merge_cfg_options",
+    "models",
     "MODELS",
-    "MUTABLES_COLLECTION",
     "ModuleMutator",
+    "mutables",
+    "MUTABLES_COLLECTION",
     "MutableSpec",
     "MutableValue",
+    "mutators",
     "NasMutator",
     "OneHotMutableOP",
     "OneShotModuleMutator",
@@ -87,13 +93,15 @@ __all__ = [
     "OneShotMutableOP",
     "OneShotMutableValue",
     "OneShotProbMutableOP",
-    "Registry",
-    "build",
-    "merge_cfg_options",
-    "register_module",
-    "load_config",
-    "mutables",
-    "mutators",
+    "ops",
     "read_fix_subnet",
+    "register_module",
+    "Registry",
+    "ResourceTable",
     "save_fix_subnet",
+    "search",
+    "SearchableConvNet",
+    "SearchableMLP",
+    "SearchableShuffleNetV2",
+    "SPOS",
 ]

@@ -89,12 +89,6 @@ def test_mutable_constructor_signatures(cls, params):
   assert signature.parameters["alias"].default is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_diff.py GumbelChoiceRoute re-declares tau/hard after fields inherited from DiffChoiceRoute, so the "
-    "dataclass order is (edges, num_chosen, alias, direct_weights, tau, hard): GumbelChoiceRoute(edges, 0.5) sets "
-    "num_chosen=0.5 instead of tau (SPEC: GumbelChoiceRoute(edges, tau=1.0, hard=True, alias=None)).",
-)
 def test_gumbel_route_takes_tau_and_hard_after_edges():
   signature = inspect.signature(jm.GumbelChoiceRoute)
   assert list(signature.parameters)[:3] == ["edges", "tau", "hard"]

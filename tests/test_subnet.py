@@ -372,3 +372,13 @@ def test_export_load_round_trip_over_random_layouts(layout):
   chex.assert_trees_all_equal(
       mutator.set_choices(mutator.load_fix_subnet(fix_subnet)), mutator.set_choices(group_choices)
   )
+
+
+def test_mmrazor_darts_op_choice_as_one_element_list(key):
+  op = jm.DiffMutableOP({"sep_conv_3x3": nn.Dense(2), "skip_connect": nn.Dense(2)}, alias="normal_n2_p0")
+  variables = op.init(key, jnp.ones((1, 2)), None)
+  mutator = jm.DiffModuleMutator().prepare_from_supernet(variables)
+  loaded = mutator.load_fix_subnet({"normal_n2_p0": {"chosen": ["skip_connect"]}})
+  assert int(loaded[0]) == 1
+  with pytest.raises(ValueError, match="max_pool"):
+    mutator.load_fix_subnet({"normal_n2_p0": {"chosen": ["max_pool_3x3"]}})

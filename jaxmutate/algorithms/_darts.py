@@ -22,6 +22,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -36,10 +37,10 @@ import optax
 
 from jaxmutate._typing import GroupChoices, PRNGKey
 from jaxmutate.algorithms._base import SearchResult
-from jaxmutate.algorithms._common import accuracy, build_optimizer, classification_loss
-from jaxmutate.mutables._diff import GUMBEL_RNG, DiffMutableModule, GumbelChoiceRoute, GumbelMutableOP, check_temperature
+from jaxmutate.algorithms._common import accuracy, build_optimizer, classification_loss, recalibrate_batch_stats
+from jaxmutate.mutables._diff import GUMBEL_RNG, GumbelChoiceRoute, GumbelMutableOP, check_temperature
 from jaxmutate.mutators._diff import DiffModuleMutator
-from jaxmutate.models import darts as _darts_models  # noqa: F401  (registers DartsBackbone)
+from jaxmutate.models.darts import DartsDiscreteNetwork  # also registers DartsBackbone
 from jaxmutate.registry import MODELS, build
 
 LossFunction = Callable[[jax.Array, jax.Array], jax.Array]
@@ -449,15 +450,23 @@ def _plot_arch_weights(path: Path, log: dict[str, Any]) -> bool:
   rows = -(-len(keys) // cols)
   fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
   epochs = [h["epoch"] for h in log["history"]]
+  # Op groups share one figure legend (their candidates); routes (edge names
+  # that differ per node) get their own small legends.
+  op_names = max((tuple(names) for names in log["choice_names"].values()), key=len)
+  legend_axis = None
   for ax, key in zip(axes.flat, keys):
     series = np.asarray([h["weights"][key] for h in log["history"]])
     for i, name in enumerate(log["choice_names"][key]):
       ax.plot(epochs, series[:, i], label=name)
     ax.set_title(key, fontsize=8)
     ax.tick_params(labelsize=6)
+    if tuple(log["choice_names"][key]) == op_names:
+      legend_axis = legend_axis or ax
+    else:
+      ax.legend(fontsize=5)
   for ax in list(axes.flat)[len(keys):]:
     ax.axis("off")
-  handles, labels = axes.flat[0].get_legend_handles_labels()
+  handles, labels = (legend_axis or axes.flat[0]).get_legend_handles_labels()
   fig.legend(handles, labels, loc="lower center", ncol=min(8, len(labels)), fontsize=7)
   fig.suptitle("DARTS architecture weights (softmax of logits) per epoch")
   fig.tight_layout(rect=(0, 0.06, 1, 0.96))
@@ -531,7 +540,10 @@ class DARTS:
     (``epochs``, ``optimizer``; ``epochs=0`` skips it).
 
     Writes ``arch_weights.json`` (softmax weights per group per epoch) and,
-    with matplotlib, ``arch_weights.png`` into ``work_dir``.
+    with matplotlib, ``arch_weights.png`` into ``work_dir``. The summary holds
+    the supernet's validation accuracy, the derived network's accuracy with
+    the inherited weights (BatchNorm statistics re-estimated on 512 training
+    images) and after the retrain, parameter counts and timings.
     """
     from jaxmutate.data import iterate_batches, load_digits
     from jaxmutate.models.darts import DartsBackbone, derive_discrete_network, discrete_network_variables
@@ -651,7 +663,7 @@ class DARTS:
     group_choices = derive_group_choices(mutator, state.arch_params, ("zero",) if self.exclude_zero else ())
     fix_subnet = mutator.export_fix_subnet(group_choices)
     summary: dict[str, Any] = {
-        "algorithm": "DARTS" + (" (second order, exact)" if self.unroll else " (first order)"),
+        "algorithm": ("GDAS-style hard Gumbel" if with_tau else "DARTS") + (" (second order, exact)" if self.unroll else " (first order)"),
         "gumbel": with_tau,
         "epochs": epochs,
         "steps": int(state.step),
@@ -666,6 +678,13 @@ class DARTS:
       summary["derived_num_params"] = int(sum(np.size(x) for x in jax.tree.leaves(sub_vars["params"])))
       summary["supernet_num_params"] = int(sum(np.size(x) for x in jax.tree.leaves(state.params)))
       predict = jax.jit(lambda v, x: network.apply(v, x, train=False), compiler_options=compiler_options)
+      # The supernet's running BatchNorm statistics describe mixtures, not the
+      # discrete network: re-estimate them (exactly, on training images) first.
+      calibration = jnp.asarray(data.train.images[:512])
+      sub_vars["batch_stats"] = jax.jit(
+          lambda v, x: recalibrate_batch_stats(_WithChoices(**_fields(network)), v["params"], v["batch_stats"], {}, x),
+          compiler_options=compiler_options,
+      )(sub_vars, calibration)
       summary["derived_val_accuracy_inherited"] = float(accuracy(predict(sub_vars, val_images), val_labels))
       if int(retrain_cfg["epochs"]) > 0:
         start = time.perf_counter()
@@ -676,6 +695,18 @@ class DARTS:
         summary["derived_test_accuracy_retrained"] = float(accuracy(predict(sub_vars, test_images), test_labels))
     summary["timings"] = {k: round(v, 4) for k, v in timings.items()}
     return SearchResult(fix_subnet, summary)
+
+
+class _WithChoices(DartsDiscreteNetwork):
+  """The derived network with the supernet call signature ``(x, choices, train)``."""
+
+  def __call__(self, x: jax.Array, choices: Any = None, train: bool = False) -> jax.Array:  # type: ignore[override]
+    del choices
+    return super().__call__(x, train=train)
+
+
+def _fields(module: nn.Module) -> dict[str, Any]:
+  return {f.name: getattr(module, f.name) for f in dataclasses.fields(module) if f.init and f.name not in ("parent", "name")}
 
 
 def _retrain(

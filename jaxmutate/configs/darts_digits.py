@@ -1,4 +1,4 @@
-# DARTS (first order) on the embedded 8x8 digits: a 3-cell, 3-node DARTS
+# DARTS (first order) on the embedded 8x8 digits: a 3-cell, 2-node DARTS
 # supernet (normal, reduction, reduction cells; every edge mixes the eight
 # DARTS operations, every node keeps its top-2 inputs), architecture logits
 # trained with Adam on the validation split, weights with SGD on the train
@@ -13,7 +13,7 @@ model = dict(
         type="DartsBackbone",
         base_channels=8,
         num_layers=3,
-        num_nodes=3,
+        num_nodes=2,
         stem_multiplier=2,
         num_classes=10,
         route_cfg=dict(type="DiffChoiceRoute", num_chosen=2),

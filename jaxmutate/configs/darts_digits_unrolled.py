@@ -2,8 +2,8 @@
 # embedded 8x8 digits: ∇α L_val(w − ξ∇w L_train(w, α), α) differentiated
 # through the virtual SGD step (a Hessian-vector product by AD), with
 # ξ = the weight learning rate. MMRazor's `unroll=True`, without its finite
-# differences. Smaller than darts_digits.py (2 nodes per cell) because the
-# second-order step compiles and runs ~3x slower:
+# differences. The same supernet as darts_digits.py, 4 epochs instead of 6
+# because the second-order step compiles and runs ~3x slower:
 #   jaxmutate search configs/darts_digits_unrolled.py --work-dir work_dirs/darts2
 
 model = dict(

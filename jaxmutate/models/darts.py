@@ -35,7 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxmutate.mutables._diff import DiffChoiceRoute, DiffMutableModule, DiffMutableOP
+from jaxmutate.mutables._diff import ChoiceRoute, DiffChoiceRoute, DiffMutableModule, DiffMutableOP
 from jaxmutate.ops import DartsDilConv, DartsPoolBN, DartsSepConv, DartsSkipConnect, DartsZero, Identity
 from jaxmutate.ops._common import batch_norm
 from jaxmutate.registry import MODELS
@@ -313,7 +313,7 @@ class DartsBackbone(nn.Module):
     owner = "DartsBackbone"
     _check_op_names(owner, self.op_names)
     _mutable_class_and_kwargs(owner, "mutable_cfg", self.mutable_cfg, DiffMutableOP, DiffMutableModule)
-    _, route_kwargs = _mutable_class_and_kwargs(owner, "route_cfg", self.route_cfg, DiffChoiceRoute, DiffChoiceRoute)
+    _, route_kwargs = _mutable_class_and_kwargs(owner, "route_cfg", self.route_cfg, DiffChoiceRoute, ChoiceRoute)
     num_chosen = route_kwargs.get("num_chosen", 2)
     if isinstance(num_chosen, int) and num_chosen > 2:
       raise ValueError(
@@ -344,7 +344,7 @@ class DartsBackbone(nn.Module):
     owner = "DartsBackbone"
     op_names = _check_op_names(owner, self.op_names)
     mutable_class, mutable_kwargs = _mutable_class_and_kwargs(owner, "mutable_cfg", self.mutable_cfg, DiffMutableOP, DiffMutableModule)
-    route_class, route_kwargs = _mutable_class_and_kwargs(owner, "route_cfg", self.route_cfg, DiffChoiceRoute, DiffChoiceRoute)
+    route_class, route_kwargs = _mutable_class_and_kwargs(owner, "route_cfg", self.route_cfg, DiffChoiceRoute, ChoiceRoute)
     s0 = s1 = _Stem(self.stem_multiplier * self.base_channels, self.affine, name="stem")(x, train=train)
     for i, cell in enumerate(self.cell_layout()):
       out = DartsCell(

@@ -3,6 +3,7 @@
 from jaxmutate.mutables._base import MUTABLES_COLLECTION as MUTABLES_COLLECTION
 from jaxmutate.mutables._base import BaseMutable as BaseMutable
 from jaxmutate.mutables._base import MutableSpec as MutableSpec
+from jaxmutate.mutables._diff import ChoiceRoute as ChoiceRoute
 from jaxmutate.mutables._diff import DiffChoiceRoute as DiffChoiceRoute
 from jaxmutate.mutables._diff import DiffMutableModule as DiffMutableModule
 from jaxmutate.mutables._diff import DiffMutableOP as DiffMutableOP
@@ -20,6 +21,7 @@ from jaxmutate.mutables._value import OneShotMutableValue as OneShotMutableValue
 
 __all__ = [
     "BaseMutable",
+    "ChoiceRoute",
     "DiffChoiceRoute",
     "DiffMutableModule",
     "DiffMutableOP",

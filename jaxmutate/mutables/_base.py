@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -122,6 +122,9 @@ class ChoiceSemantics:
   @classmethod
   def import_choice(cls, spec: MutableSpec, key: str, chosen: Any) -> jax.Array:
     """Inverse of :meth:`export_choice`; ``ValueError`` for unknown values."""
+    if isinstance(chosen, list) and len(chosen) == 1:
+      # MMRazor's DARTS subnet files write an op choice as a one-element list.
+      chosen = chosen[0]
     if chosen not in spec.choice_names or isinstance(chosen, bool):
       raise ValueError(f"Subnet entry {key!r}: chosen {chosen!r} is not one of {list(spec.choice_names)}.")
     return jnp.int32(spec.choice_names.index(chosen))
@@ -305,5 +308,4 @@ def same_structure(owner: str, outputs: Mapping[str, Any]) -> None:
       )
 
 
-SupportsCall = Callable[..., Any]
 

@@ -38,7 +38,6 @@ from jaxmutate.mutables._base import (
     MutableSpec,
     is_traced,
     bind_candidates,
-    build_candidate,
     call_candidate,
     check_candidates,
     check_logits_choice,
@@ -462,37 +461,13 @@ class _RouteMixin:
       )
 
 
-@MODELS.register_module()
-class DiffChoiceRoute(_RouteMixin, DiffMutableModule):
-  """Weighted input selection (DARTS node inputs): ``Σᵢ softmax(l)ᵢ · edgeᵢ(xᵢ)``.
+class ChoiceRoute(_RouteMixin, DiffMutableModule):
+  """Base of input-selection routes: edge ``i`` runs on input ``i``.
 
-  ``route(xs, choices)`` takes one input per edge, in the edges' order. The
-  choice is a logit vector, one per edge; export keeps the ``num_chosen`` edges
-  with the largest logits. Edges that are mutables themselves receive
-  ``choices`` too (and differentiable ones the call's ``tau``).
-
-  Attributes:
-    edges: ordered mapping of edge name to module, callable or config.
-    num_chosen: how many edges a derived subnet keeps.
-    alias: routes sharing an alias share their logits.
-    direct_weights: when true the choice is the weight vector itself (no
-      softmax): weight 1 on the ``num_chosen`` kept edges reproduces a derived
-      network, which sums its kept edges.
-
-  Example:
-    >>> import jax, jax.numpy as jnp, flax.linen as nn
-    >>> import jaxmutate as jm
-    >>> route = jm.DiffChoiceRoute({"p0": nn.Dense(2), "p1": nn.Dense(2)}, num_chosen=1)
-    >>> xs = [jnp.ones((1, 3)), jnp.zeros((1, 3))]
-    >>> variables = route.init(jax.random.key(0), xs, None)
-    >>> route.apply(variables, xs, {"": jnp.array([0.0, 1.0])}).shape
-    (1, 2)
+  Subclasses declare ``edges`` and ``num_chosen`` (see :class:`DiffChoiceRoute`
+  and :class:`GumbelChoiceRoute`); the logic and the choice semantics live here
+  so that each subclass keeps the argument order the SPEC gives it.
   """
-
-  edges: Mapping[str, Any] = None  # type: ignore[assignment]
-  num_chosen: int = 2
-  alias: str | None = None
-  direct_weights: bool = False
 
   search_space_kind = "diff_route"
 
@@ -572,6 +547,39 @@ class DiffChoiceRoute(_RouteMixin, DiffMutableModule):
     return weighted_sum(weights, outputs)
 
 
+@MODELS.register_module()
+class DiffChoiceRoute(ChoiceRoute):
+  """Weighted input selection (DARTS node inputs): ``Σᵢ softmax(l)ᵢ · edgeᵢ(xᵢ)``.
+
+  ``route(xs, choices)`` takes one input per edge, in the edges' order. The
+  choice is a logit vector, one per edge; export keeps the ``num_chosen`` edges
+  with the largest logits. Edges that are mutables themselves receive
+  ``choices`` too (and differentiable ones the call's ``tau``).
+
+  Attributes:
+    edges: ordered mapping of edge name to module, callable or config.
+    num_chosen: how many edges a derived subnet keeps.
+    alias: routes sharing an alias share their logits.
+    direct_weights: when true the choice is the weight vector itself (no
+      softmax): weight 1 on the ``num_chosen`` kept edges reproduces a derived
+      network, which sums its kept edges.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, flax.linen as nn
+    >>> import jaxmutate as jm
+    >>> route = jm.DiffChoiceRoute({"p0": nn.Dense(2), "p1": nn.Dense(2)}, num_chosen=1)
+    >>> xs = [jnp.ones((1, 3)), jnp.zeros((1, 3))]
+    >>> variables = route.init(jax.random.key(0), xs, None)
+    >>> route.apply(variables, xs, {"": jnp.array([0.0, 1.0])}).shape
+    (1, 2)
+  """
+
+  edges: Mapping[str, Any] = None  # type: ignore[assignment]
+  num_chosen: int = 2
+  alias: str | None = None
+  direct_weights: bool = False
+
+
 def gumbel_softmax(key: jax.Array, logits: jax.Array, tau: Any, hard: bool) -> jax.Array:
   """Gumbel-softmax weights; ``hard`` gives a straight-through one-hot vector.
 
@@ -605,7 +613,7 @@ def gumbel_softmax(key: jax.Array, logits: jax.Array, tau: Any, hard: bool) -> j
 
 
 @MODELS.register_module()
-class GumbelChoiceRoute(DiffChoiceRoute):
+class GumbelChoiceRoute(ChoiceRoute):
   """Input selection with Gumbel-softmax weights (GDAS-style).
 
   Draws Gumbel noise from the ``'gumbel'`` PRNG stream, so ``apply`` needs

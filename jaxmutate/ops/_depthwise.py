@@ -11,7 +11,11 @@ a ``jax.custom_vjp`` whose backward pass is fast too:
 * kernel gradient: k² reductions ``sum(shifted(x) * g)``, evaluated over small
   chunks of the batch inside a ``lax.scan`` so that each chunk stays in cache
   while all k² taps read it (one pass over the whole batch per tap streams from
-  memory and is ~8x slower).
+  memory and is ~8x slower). From kernel width 5 each chunk instead runs kh
+  channel-batched matmuls (one per kernel row, contracting batch and rows)
+  whose strided diagonals are the taps: ~2x faster at k=7, a smaller HLO and
+  ~35% less compile time. The forward saves the padded input, so the
+  backward does not pad it again.
 
 The backward pass is written with ordinary differentiable ops, so
 ``jax.jvp(jax.grad(f))`` (Hessian-vector products, DARTS' second-order step)
@@ -346,21 +350,23 @@ def _kernel_grad(
     return jax.vjp(
         lambda k: _xla_conv(xp, k, stride, dilation, ((0, 0), (0, 0))), kernel
     )[1](g)[0]
-  # The loop operands are materialised once; each step's k² reductions then
-  # read a cache-resident chunk.
-  xs = xp.reshape(n // chunk, chunk, *xp.shape[1:])
-  gs = g.reshape(n // chunk, chunk, *g.shape[1:])
-
   chunk_grad = (
       _kernel_grad_chunk_dot if ksize[1] >= _DOT_KERNEL_GRAD_MIN_WIDTH
       else _kernel_grad_chunk
   )
 
-  def body(acc: jax.Array, chunk_in: tuple[jax.Array, jax.Array]):
-    return acc + chunk_grad(*chunk_in, ksize, stride, dilation), None
+  # Each step slices its chunk out of the whole operands (materialised once,
+  # xp being the forward's residual buffer) and reads it from cache for every
+  # tap. Slicing by index rather than scanning over a reshaped
+  # (n // chunk, chunk, ...) copy keeps XLA from fusing the pad (and its
+  # producer) a second time into that copy.
+  def body(acc: jax.Array, step: jax.Array):
+    xs = lax.dynamic_slice_in_dim(xp, step * chunk, chunk, 0)
+    gs = lax.dynamic_slice_in_dim(g, step * chunk, chunk, 0)
+    return acc + chunk_grad(xs, gs, ksize, stride, dilation), None
 
   acc0 = jnp.zeros((*ksize, g.shape[-1]), g.dtype)
-  return lax.scan(body, acc0, (xs, gs))[0]
+  return lax.scan(body, acc0, jnp.arange(n // chunk))[0]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))

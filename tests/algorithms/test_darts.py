@@ -73,6 +73,7 @@ def setup(dtype=jnp.float32):
   return net, mutator, cast(variables["params"]), cast(variables["batch_stats"]), alpha, train, val
 
 
+@pytest.mark.slow
 def test_zero_unroll_is_the_first_order_gradient():
   net, mutator, params, stats, alpha, train, val = setup()
   key = jax.random.key(4)
@@ -85,6 +86,7 @@ def test_zero_unroll_is_the_first_order_gradient():
   assert any(not np.allclose(second[g], grads[g], rtol=1e-3) for g in alpha)  # the unroll matters
 
 
+@pytest.mark.slow
 def test_second_order_matches_finite_differences():
   with jax.enable_x64(True):
     net, mutator, params, stats, alpha, train, val = setup(jnp.float64)
@@ -125,6 +127,7 @@ def test_second_order_matches_finite_differences():
       np.testing.assert_allclose(exact[g], approx[g], rtol=1e-3, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_steps_update_only_their_own_pytree():
   net, mutator, _, _, _, train, val = setup()
   weight_opt, arch_opt = optax.sgd(0.1, momentum=0.9), optax.adam(0.01, b1=0.5)
@@ -186,6 +189,7 @@ def test_derivation_skips_zero_ops():
   assert "zero" not in {derived[k]["chosen"] for k in ops}
 
 
+@pytest.mark.slow
 def test_gdas_step_anneals_without_recompiling_and_rejects_bad_temperatures():
   net = jm.models.darts.DartsBackbone(base_channels=4, num_layers=1, num_nodes=2, num_classes=10, reduction_layers=(),
                                       op_names=("zero", "skip_connect", "avg_pool_3x3"),

@@ -37,11 +37,42 @@ class TestChannelShuffle:
     expected = expected.reshape(b, c, h, w).transpose(0, 2, 3, 1)
     np.testing.assert_array_equal(ops.channel_shuffle(x, groups), expected)
 
+  def test_fused_concat_shuffle_equals_concat_then_shuffle(self):
+    from jaxmutate.ops._shufflenet import _concat_shuffle
+
+    x1, x2 = x_of((2, 3, 3, 4), 1), x_of((2, 3, 3, 4), 2)
+    np.testing.assert_array_equal(
+        _concat_shuffle(x1, x2), ops.channel_shuffle(jnp.concatenate([x1, x2], -1), 2)
+    )
+
   def test_bad_groups(self):
     with pytest.raises(ValueError, match="groups=5"):
       ops.channel_shuffle(jnp.ones((1, 1, 1, 6)), 5)
     with pytest.raises(ValueError, match="groups must be"):
       ops.channel_shuffle(jnp.ones((1, 1, 1, 6)), 0)
+
+
+class TestPointwiseConv:
+
+  def test_same_params_and_output_as_nn_conv(self):
+    import flax.linen as nn
+    from jaxmutate.ops._common import PointwiseConv
+
+    x = x_of((2, 5, 4, 3))
+    ours, ref = PointwiseConv(features=6), nn.Conv(6, (1, 1), use_bias=False)
+    variables = ours.init(jax.random.key(3), x)
+    ref_variables = ref.init(jax.random.key(3), x)
+    np.testing.assert_array_equal(
+        variables["params"]["kernel"], ref_variables["params"]["kernel"]
+    )
+    np.testing.assert_allclose(
+        ours.apply(variables, x), ref.apply(variables, x), rtol=1e-5, atol=1e-6
+    )
+    loss = lambda f: lambda v, x: jnp.sum(jnp.sin(f.apply(v, x)))
+    ours_grads = jax.grad(loss(ours), (0, 1))(variables, x)
+    ref_grads = jax.grad(loss(ref), (0, 1))(variables, x)
+    for a, b in zip(jax.tree.leaves(ours_grads), jax.tree.leaves(ref_grads)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 class TestShuffleNet:

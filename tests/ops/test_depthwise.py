@@ -143,6 +143,43 @@ class TestMoreNumerics(chex.TestCase):
     ref = value_and_grads(lambda x, k: lax_depthwise(x, k, 2), x, kernel)
     assert_all_close(ours, ref)
 
+  def test_matmul_kernel_grad_path(self):
+    # kw >= _DOT_KERNEL_GRAD_MIN_WIDTH: per-chunk channel-batched matmuls and
+    # strided diagonal sums; strides, dilations and second order must hold.
+    x, kernel = make_inputs(8, (4, 11, 10, 3), (3, 5))
+    assert kernel.shape[1] >= _depthwise._DOT_KERNEL_GRAD_MIN_WIDTH
+    old = _depthwise._KERNEL_GRAD_CHUNK_BYTES
+    _depthwise._KERNEL_GRAD_CHUNK_BYTES = 1  # one image per scan step
+    try:
+      for stride, dilation in (((1, 1), (1, 1)), ((2, 1), (1, 2))):
+        ours = jax.jit(
+            lambda x, k, s=stride, d=dilation: value_and_grads(
+                lambda x, k: depthwise_conv(
+                    x, k, stride=s, dilation=d, implementation="shifted"
+                ),
+                x,
+                k,
+            )
+        )(x, kernel)
+        ref = value_and_grads(
+            lambda x, k, s=stride, d=dilation: lax_depthwise(x, k, s, d), x, kernel
+        )
+        assert_all_close(ours, ref)
+      tx, tk = make_inputs(9, (4, 11, 10, 3), (3, 5))
+      results = {}
+      for impl in ("shifted", "xla"):
+        grad_fn = jax.grad(
+            lambda x, k, impl=impl: jnp.sum(
+                jnp.tanh(depthwise_conv(x, k, stride=2, implementation=impl))
+            ),
+            argnums=(0, 1),
+        )
+        _, hvp = jax.jit(lambda x, k: jax.jvp(grad_fn, (x, k), (tx, tk)))(x, kernel)
+        results[impl] = hvp
+      assert_all_close(results["shifted"], results["xla"])
+    finally:
+      _depthwise._KERNEL_GRAD_CHUNK_BYTES = old
+
   def test_vmap_and_vmap_of_grad(self):
     x, kernel = make_inputs(4, (3, 2, 8, 8, 3), 5)
     kernels = jax.random.normal(jax.random.key(5), (3, 5, 5, 3))
