@@ -94,6 +94,18 @@ def estimate_resources(
 
   Returns:
     ``{"flops": MFLOPs, "params": millions of parameters}`` (MMRazor's units).
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> import jaxmutate as jm
+    >>> net = jm.models.SearchableMLP(num_classes=2, width=4, num_layers=1, activations=("relu",))
+    >>> x = jnp.ones((1, 3))
+    >>> variables = net.init(jax.random.key(0), x, None)
+    >>> mutator = jm.OneShotModuleMutator().prepare_from_supernet(variables)
+    >>> relu = jm.estimate_resources(net, variables, mutator, {0: jnp.int32(0)}, x)
+    >>> skip = jm.estimate_resources(net, variables, mutator, {0: jnp.int32(1)}, x)
+    >>> sorted(relu), round(relu["params"] * 1e6), round(skip["params"] * 1e6)  # the skip subnet drops a 4x4 Dense
+    (['flops', 'params'], 46, 26)
   """
   choices = {k: np.asarray(v) for k, v in mutator.set_choices(group_choices).items()}
   apply_variables = {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
@@ -116,6 +128,13 @@ class ResourceTable(NamedTuple):
     names: resource names, e.g. ``("flops", "params")``.
     base: resources of the default subnet (every group at choice 0).
     deltas: ``{name: {group id: array[num choices]}}`` change per choice.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import jaxmutate as jm
+    >>> table = jm.ResourceTable(("params",), {"params": 1.0}, {"params": {0: jnp.array([0.0, 0.5, -0.25])}})
+    >>> table({0: jnp.array([0, 1, 2])})["params"].tolist()  # three subnets at once
+    [1.0, 1.5, 0.75]
   """
 
   names: tuple[str, ...]

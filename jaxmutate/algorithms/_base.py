@@ -14,6 +14,12 @@ class SearchResult(NamedTuple):
       layout; the CLI writes it to ``best_fix_subnet.yaml``.
     summary: JSON-serialisable figures (best score, baselines, FLOPs/params,
       timings); the CLI adds the wall time and writes ``summary.json``.
+
+  Example:
+    >>> from jaxmutate.algorithms import SearchResult
+    >>> result = SearchResult({"layers.0": {"chosen": "conv3"}}, {"best_val_accuracy": 0.9})
+    >>> result.fix_subnet["layers.0"]["chosen"], result.summary["best_val_accuracy"]
+    ('conv3', 0.9)
   """
 
   fix_subnet: dict[str, dict[str, Any]]
@@ -26,6 +32,14 @@ class SearchAlgorithm(Protocol):
 
   The config's ``model`` dict builds it (via :data:`jaxmutate.MODELS`); the
   CLI then calls :meth:`run` with the whole config.
+
+  Example:
+    >>> import jaxmutate as jm
+    >>> from jaxmutate.algorithms import SearchAlgorithm
+    >>> spos = jm.build(dict(type="SPOS", architecture=dict(type="SearchableMLP", width=4, num_layers=1),
+    ...                      mutator=dict(type="OneShotModuleMutator")))
+    >>> isinstance(spos, SearchAlgorithm), isinstance(object(), SearchAlgorithm)
+    (True, False)
   """
 
   def run(self, config: dict[str, Any], work_dir: Path, seed: int, progress: bool = True) -> SearchResult:

@@ -21,6 +21,14 @@ class TrainState(NamedTuple):
     batch_stats: the ``batch_stats`` collection (``{}`` without BatchNorm).
     opt_state: the optax state of ``params``.
     step: int32 scalar, number of updates done.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> from jaxmutate.algorithms import TrainState
+    >>> params = {"w": jnp.ones(2)}
+    >>> state = TrainState(params, {}, optax.sgd(0.1).init(params), jnp.int32(0))
+    >>> sorted(state.variables), int(state.step)
+    (['batch_stats', 'params'], 0)
   """
 
   params: Any
@@ -70,12 +78,27 @@ def build_optimizer(config: Mapping[str, Any] | optax.GradientTransformation) ->
 
 
 def classification_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Mean softmax cross-entropy with integer labels."""
+  """Mean softmax cross-entropy with integer labels.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxmutate.algorithms import classification_loss
+    >>> round(float(classification_loss(jnp.zeros((2, 4)), jnp.array([0, 3]))), 4)  # log(4)
+    1.3863
+  """
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Top-1 accuracy in [0, 1]."""
+  """Top-1 accuracy in [0, 1].
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxmutate.algorithms import accuracy
+    >>> logits = jnp.array([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 3.0]])
+    >>> float(accuracy(logits, jnp.array([0, 1, 1, 1])))
+    0.75
+  """
   return (jnp.argmax(logits, -1) == labels).mean()
 
 
@@ -122,6 +145,15 @@ def init_train_state(
   Returns:
     ``(state, variables)``: the train state, and the full variable dict of
     ``init`` (with the ``mutables`` collection mutators are prepared from).
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> import jaxmutate as jm
+    >>> from jaxmutate.algorithms import init_train_state
+    >>> net = jm.SearchableMLP(num_classes=2, width=4, num_layers=1)
+    >>> state, variables = init_train_state(net, optax.sgd(0.1), jax.random.key(0), jnp.ones((1, 3)))
+    >>> int(state.step), sorted(state.params["layers.0"]), sorted(variables)
+    (0, ['gelu', 'relu', 'tanh'], ['mutables', 'params'])
   """
   variables = init_supernet(model, key, sample_input)
   params = variables["params"]
@@ -132,7 +164,19 @@ def init_train_state(
 def apply_in_train_mode(
     model: nn.Module, params: Any, batch_stats: Any, images: jax.Array, choices: Choices, rngs: Mapping[str, jax.Array] | None = None
 ) -> tuple[jax.Array, Any]:
-  """Runs the model with batch statistics; returns logits and the updated BN stats."""
+  """Runs the model with batch statistics; returns logits and the updated BN stats.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> import jaxmutate as jm
+    >>> from jaxmutate.algorithms import apply_in_train_mode
+    >>> net = jm.SearchableConvNet(num_classes=3, width=4, num_layers=1)
+    >>> x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
+    >>> variables = jm.init_supernet(net, jax.random.key(1), x)
+    >>> logits, stats = apply_in_train_mode(net, variables["params"], variables["batch_stats"], x, {"layers.0": 0})
+    >>> logits.shape, bool((stats["stem"]["BatchNorm_0"]["mean"] != 0).any())
+    ((2, 3), True)
+  """
   logits, updates = model.apply(
       {"params": params, "batch_stats": batch_stats}, images, choices, train=True, mutable=["batch_stats"], rngs=rngs
   )
@@ -169,7 +213,7 @@ def recalibrate_batch_stats(
     >>> from jaxmutate.algorithms import recalibrate_batch_stats
     >>> net = jm.models.SearchableConvNet(width=4, num_layers=1)
     >>> x = jax.random.normal(jax.random.key(0), (16, 8, 8, 1))
-    >>> variables = net.init(jax.random.key(1), x, None)
+    >>> variables = jm.init_supernet(net, jax.random.key(1), x)
     >>> choices = {"layers.0": jnp.int32(0)}
     >>> stats = recalibrate_batch_stats(net, variables["params"], variables["batch_stats"], choices, x)
     >>> bool(jnp.allclose(stats["stem"]["BatchNorm_0"]["mean"], 0.0))
@@ -198,7 +242,20 @@ def recalibrate_batch_stats(
 def evaluate_accuracy(
     model: nn.Module, params: Any, batch_stats: Any, choices: Choices, images: jax.Array, labels: jax.Array
 ) -> jax.Array:
-  """Top-1 accuracy of a subnet with running (inference) BatchNorm statistics."""
+  """Top-1 accuracy of a subnet with running (inference) BatchNorm statistics.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> import jaxmutate as jm
+    >>> from jaxmutate.algorithms import evaluate_accuracy
+    >>> net = jm.SearchableConvNet(num_classes=3, width=4, num_layers=1)
+    >>> x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
+    >>> variables = jm.init_supernet(net, jax.random.key(1), x)
+    >>> choices = {"layers.0": 3}
+    >>> labels = jnp.argmax(net.apply(variables, x, choices), -1)  # the subnet's own predictions
+    >>> float(evaluate_accuracy(net, variables["params"], variables["batch_stats"], choices, x, labels))
+    1.0
+  """
   logits = model.apply({"params": params, "batch_stats": batch_stats}, images, choices, train=False)
   return accuracy(logits, labels)
 

@@ -58,6 +58,18 @@ class DartsState(NamedTuple):
     weight_opt_state: optax state of ``params`` only.
     arch_opt_state: optax state of ``arch_params`` only.
     step: int32 scalar, search steps done.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> import jaxmutate as jm
+    >>> from jaxmutate.algorithms import DartsState, init_darts_state
+    >>> from jaxmutate.models.darts import DartsBackbone
+    >>> net = DartsBackbone(base_channels=2, num_layers=1, num_nodes=1, num_classes=3, op_names=("zero", "skip_connect"))
+    >>> state, mutator, _ = init_darts_state(net, jm.DiffModuleMutator(), optax.sgd(0.1), optax.adam(1e-3),
+    ...                                      jax.random.key(0), jnp.ones((2, 8, 8, 1)),
+    ...                                      compiler_options={"xla_backend_optimization_level": 0})
+    >>> isinstance(state, DartsState), state.arch_params[1].shape, int(state.step)
+    (True, (2,), 0)
   """
 
   params: Any
@@ -78,6 +90,19 @@ class DartsSteps(NamedTuple):
     weight_step: ``(state, train_batch, key, tau) -> (state, metrics)``;
       updates ``params`` and ``batch_stats`` only.
     search_step: both, arch step first, in one compiled function.
+
+  Example:
+    >>> import optax
+    >>> from jaxmutate.algorithms import DartsSteps, make_darts_steps
+    >>> import jax, jax.numpy as jnp
+    >>> import jaxmutate as jm
+    >>> from jaxmutate.models.darts import DartsBackbone
+    >>> net = DartsBackbone(base_channels=2, num_layers=1, num_nodes=1, num_classes=3, op_names=("zero", "skip_connect"))
+    >>> variables = net.init(jax.random.key(0), jnp.ones((2, 8, 8, 1)), None)
+    >>> mutator = jm.DiffModuleMutator().prepare_from_supernet(variables)
+    >>> steps = make_darts_steps(net, mutator, optax.sgd(0.1), optax.adam(1e-3))
+    >>> isinstance(steps, DartsSteps), DartsSteps._fields
+    (True, ('arch_step', 'weight_step', 'search_step'))
   """
 
   arch_step: Callable[..., tuple[DartsState, dict[str, jax.Array]]]
@@ -86,7 +111,21 @@ class DartsSteps(NamedTuple):
 
 
 def uses_temperature(mutator: DiffModuleMutator) -> bool:
-  """Whether the supernet has Gumbel mutables (so ``model.apply`` takes ``tau``)."""
+  """Whether the supernet has Gumbel mutables (so ``model.apply`` takes ``tau``).
+
+  Example:
+    >>> from jaxmutate.algorithms import uses_temperature
+    >>> import jax, jax.numpy as jnp
+    >>> import jaxmutate as jm
+    >>> from jaxmutate.models.darts import DartsBackbone
+    >>> net = DartsBackbone(base_channels=2, num_layers=1, num_nodes=1, num_classes=3, op_names=("zero", "skip_connect"))
+    >>> variables = net.init(jax.random.key(0), jnp.ones((2, 8, 8, 1)), None)
+    >>> mutator = jm.DiffModuleMutator().prepare_from_supernet(variables)
+    >>> gumbel_net = net.clone(mutable_cfg=dict(type="GumbelMutableOP"))
+    >>> gumbel_variables = gumbel_net.init(jax.random.key(0), jnp.ones((2, 8, 8, 1)), None)
+    >>> uses_temperature(mutator), uses_temperature(jm.DiffModuleMutator().prepare_from_supernet(gumbel_variables))
+    (False, True)
+  """
   return any(issubclass(spec.mutable_type, (GumbelMutableOP, GumbelChoiceRoute)) for _, spec in mutator.specs)
 
 
@@ -98,6 +137,21 @@ def check_arch_params(mutator: DiffModuleMutator, arch_params: Mapping[int, Any]
     KeyError: a group is missing (the message names its id and alias).
     ValueError: an unknown group id or a vector of the wrong shape (naming
       the group and the expected shape).
+
+  Example:
+    >>> from jaxmutate.algorithms import check_arch_params
+    >>> import jax, jax.numpy as jnp
+    >>> import jaxmutate as jm
+    >>> from jaxmutate.models.darts import DartsBackbone
+    >>> net = DartsBackbone(base_channels=2, num_layers=1, num_nodes=1, num_classes=3, op_names=("zero", "skip_connect"))
+    >>> variables = net.init(jax.random.key(0), jnp.ones((2, 8, 8, 1)), None)
+    >>> mutator = jm.DiffModuleMutator().prepare_from_supernet(variables)
+    >>> {g: v.shape for g, v in check_arch_params(mutator, mutator.init_arch_params(jax.random.key(1))).items()}
+    {0: (2,), 1: (2,), 2: (2,)}
+    >>> check_arch_params(mutator, {0: jnp.zeros(3), 1: jnp.zeros(2), 2: jnp.zeros(2)})
+    Traceback (most recent call last):
+    ...
+    ValueError: Mutable 'group 0' expects architecture logits of shape (2,), got shape (3,).
   """
   checked = mutator.check_group_choices(arch_params)
   for group, logits in checked.items():
@@ -127,6 +181,21 @@ def supernet_loss(
 
   Returns:
     ``(loss, (new batch_stats, logits))``.
+
+  Example:
+    >>> from jaxmutate.algorithms import supernet_loss
+    >>> import jax, jax.numpy as jnp
+    >>> import jaxmutate as jm
+    >>> from jaxmutate.models.darts import DartsBackbone
+    >>> net = DartsBackbone(base_channels=2, num_layers=1, num_nodes=1, num_classes=3, op_names=("zero", "skip_connect"))
+    >>> variables = net.init(jax.random.key(0), jnp.ones((2, 8, 8, 1)), None)
+    >>> mutator = jm.DiffModuleMutator().prepare_from_supernet(variables)
+    >>> alpha = mutator.init_arch_params(jax.random.key(1))
+    >>> batch = (jnp.ones((2, 8, 8, 1)), jnp.array([0, 2]))
+    >>> loss, (batch_stats, logits) = supernet_loss(net, mutator, variables["params"], variables["batch_stats"], alpha,
+    ...                                             batch, jax.random.key(2))
+    >>> loss.shape, logits.shape, sorted(batch_stats) == sorted(variables["batch_stats"])
+    ((), (2, 3), True)
   """
   choices = mutator.set_choices(arch_params)
   extra = {} if tau is None else {"tau": tau}
@@ -260,6 +329,18 @@ def init_darts_state(
 
   Returns:
     ``(state, prepared mutator, variables from init)``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> import jaxmutate as jm
+    >>> from jaxmutate.algorithms import init_darts_state
+    >>> from jaxmutate.models.darts import DartsBackbone
+    >>> net = DartsBackbone(base_channels=2, num_layers=1, num_nodes=1, num_classes=3, op_names=("zero", "skip_connect"))
+    >>> state, mutator, variables = init_darts_state(net, jm.DiffModuleMutator(), optax.sgd(0.1), optax.adam(1e-3),
+    ...                                              jax.random.key(0), jnp.ones((2, 8, 8, 1)),
+    ...                                              compiler_options={"xla_backend_optimization_level": 0})
+    >>> [mutator.group_key(g) for g in sorted(state.arch_params)], sorted(variables)
+    (['reduce_n2', 'reduce_n2_p0', 'reduce_n2_p1'], ['batch_stats', 'mutables', 'params'])
   """
   init_key, arch_key = jax.random.split(key)
   init = jax.jit(lambda k, x: model.init(k, x, None), compiler_options=dict(compiler_options or {}) or None)
@@ -321,12 +402,13 @@ def make_darts_steps(
     >>> import jaxmutate as jm
     >>> from jaxmutate.algorithms._darts import init_darts_state, make_darts_steps
     >>> from jaxmutate.models.darts import DartsBackbone
-    >>> net = DartsBackbone(base_channels=4, num_layers=1, num_nodes=2, num_classes=10,
-    ...                     op_names=("zero", "skip_connect", "avg_pool_3x3"))
-    >>> x, y = jnp.ones((8, 8, 8, 1)), jnp.zeros(8, jnp.int32)
+    >>> net = DartsBackbone(base_channels=2, num_layers=1, num_nodes=1, num_classes=3, op_names=("zero", "skip_connect"))
+    >>> x, y = jnp.ones((2, 8, 8, 1)), jnp.zeros(2, jnp.int32)
+    >>> fast = {"xla_backend_optimization_level": 0}
     >>> state, mutator, _ = init_darts_state(net, jm.DiffModuleMutator(), optax.sgd(0.1), optax.adam(1e-3),
-    ...                                      jax.random.key(0), x)
-    >>> steps = make_darts_steps(net, mutator, optax.sgd(0.1), optax.adam(1e-3), unroll=True, unroll_lr=0.1)
+    ...                                      jax.random.key(0), x, compiler_options=fast)
+    >>> steps = make_darts_steps(net, mutator, optax.sgd(0.1), optax.adam(1e-3), unroll=True, unroll_lr=0.1,
+    ...                          compiler_options=fast)
     >>> state, metrics = steps.search_step(state, (x, y), (x, y), jax.random.key(1), 1.0)
     >>> int(state.step), sorted(metrics)
     (1, ['train_accuracy', 'train_loss', 'val_accuracy', 'val_loss'])
@@ -406,6 +488,20 @@ def derive_group_choices(
 
   Returns:
     ``{group id: int32 index}`` for ops, ``int32[num_chosen]`` for routes.
+
+  Example:
+    >>> from jaxmutate.algorithms import derive_group_choices
+    >>> import jax, jax.numpy as jnp
+    >>> import jaxmutate as jm
+    >>> from jaxmutate.models.darts import DartsBackbone
+    >>> net = DartsBackbone(base_channels=2, num_layers=1, num_nodes=1, num_classes=3, op_names=("zero", "skip_connect"))
+    >>> variables = net.init(jax.random.key(0), jnp.ones((2, 8, 8, 1)), None)
+    >>> mutator = jm.DiffModuleMutator().prepare_from_supernet(variables)
+    >>> [mutator.group_spec(g).choice_names for g in (0, 1)]
+    [('reduce_n2_p0', 'reduce_n2_p1'), ('zero', 'skip_connect')]
+    >>> alpha = {0: jnp.array([0.0, 1.0]), 1: jnp.array([5.0, 0.0]), 2: jnp.array([0.0, 1.0])}
+    >>> {g: c.tolist() for g, c in derive_group_choices(mutator, alpha).items()}  # group 1 never takes "zero"
+    {0: [1, 0], 1: 1, 2: 1}
   """
   checked = check_arch_params(mutator, arch_params)
   masked = {}
@@ -423,6 +519,18 @@ def discrete_arch_weights(mutator: DiffModuleMutator, group_choices: Mapping[int
 
   Fed through ``set_choices`` to a supernet built with ``direct_weights=True``
   mutables, the supernet computes exactly the derived discrete network.
+
+  Example:
+    >>> from jaxmutate.algorithms import discrete_arch_weights
+    >>> import jax, jax.numpy as jnp
+    >>> import jaxmutate as jm
+    >>> from jaxmutate.models.darts import DartsBackbone
+    >>> net = DartsBackbone(base_channels=2, num_layers=1, num_nodes=1, num_classes=3, op_names=("zero", "skip_connect"))
+    >>> variables = net.init(jax.random.key(0), jnp.ones((2, 8, 8, 1)), None)
+    >>> mutator = jm.DiffModuleMutator().prepare_from_supernet(variables)
+    >>> group_choices = {0: jnp.array([1, 0], jnp.int32), 1: jnp.int32(1), 2: jnp.int32(0)}
+    >>> {g: w.tolist() for g, w in discrete_arch_weights(mutator, group_choices).items()}
+    {0: [1.0, 1.0], 1: [0.0, 1.0], 2: [1.0, 0.0]}
   """
   return {
       g: mutator.group_spec(g).mutable_type.discrete_weights(mutator.group_spec(g), jnp.asarray(c))
@@ -431,7 +539,19 @@ def discrete_arch_weights(mutator: DiffModuleMutator, group_choices: Mapping[int
 
 
 def arch_weights_table(mutator: DiffModuleMutator, arch_params: Mapping[int, jax.Array]) -> dict[str, list[float]]:
-  """``{group alias: softmax(logits)}`` as plain floats (for logs and plots)."""
+  """``{group alias: softmax(logits)}`` as plain floats (for logs and plots).
+
+  Example:
+    >>> from jaxmutate.algorithms import arch_weights_table
+    >>> import jax, jax.numpy as jnp
+    >>> import jaxmutate as jm
+    >>> from jaxmutate.models.darts import DartsBackbone
+    >>> net = DartsBackbone(base_channels=2, num_layers=1, num_nodes=1, num_classes=3, op_names=("zero", "skip_connect"))
+    >>> variables = net.init(jax.random.key(0), jnp.ones((2, 8, 8, 1)), None)
+    >>> mutator = jm.DiffModuleMutator().prepare_from_supernet(variables)
+    >>> arch_weights_table(mutator, {0: jnp.zeros(2), 1: jnp.array([0.0, jnp.log(3.0)]), 2: jnp.zeros(2)})
+    {'reduce_n2': [0.5, 0.5], 'reduce_n2_p0': [0.25, 0.75], 'reduce_n2_p1': [0.5, 0.5]}
+  """
   return {mutator.group_key(g): np.asarray(jax.nn.softmax(v)).round(5).tolist() for g, v in arch_params.items()}
 
 

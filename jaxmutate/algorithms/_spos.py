@@ -45,7 +45,20 @@ def supervised_update(
     labels: jax.Array,
     choices: Mapping[str, Any],
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One optimiser step of the subnet ``choices`` on a labelled batch (BN in train mode)."""
+  """One optimiser step of the subnet ``choices`` on a labelled batch (BN in train mode).
+
+  Example:
+    >>> from jaxmutate.algorithms import classification_loss, supervised_update
+    >>> import jax, jax.numpy as jnp, optax
+    >>> import jaxmutate as jm
+    >>> from jaxmutate.algorithms import init_train_state
+    >>> net = jm.SearchableMLP(num_classes=2, width=4, num_layers=1)
+    >>> x, y = jnp.ones((4, 3)), jnp.array([0, 1, 0, 1])
+    >>> state, variables = init_train_state(net, optax.sgd(0.1), jax.random.key(0), x)
+    >>> state, metrics = supervised_update(net, optax.sgd(0.1), classification_loss, state, x, y, {"layers.0": 0})
+    >>> int(state.step), sorted(metrics), float(metrics["accuracy"])
+    (1, ['accuracy', 'loss'], 0.5)
+  """
 
   def loss_and_stats(params):
     logits, new_stats = apply_in_train_mode(model, params, state.batch_stats, images, choices)
@@ -110,6 +123,20 @@ def make_fixed_subnet_train_step(
 
   The choices are baked in as constants, so the compiled step contains only
   the chosen candidates: it is the hand-written network.
+
+  Example:
+    >>> from jaxmutate.algorithms import make_fixed_subnet_train_step
+    >>> import jax, jax.numpy as jnp, optax
+    >>> import jaxmutate as jm
+    >>> from jaxmutate.algorithms import init_train_state
+    >>> net = jm.SearchableMLP(num_classes=2, width=4, num_layers=1)
+    >>> x, y = jnp.ones((4, 3)), jnp.array([0, 1, 0, 1])
+    >>> state, variables = init_train_state(net, optax.sgd(0.1), jax.random.key(0), x)
+    >>> step = make_fixed_subnet_train_step(net, {"layers.0": 3}, optax.sgd(0.1))  # the "skip" subnet
+    >>> for _ in range(2):
+    ...   state, metrics = step(state, x, y)
+    >>> int(state.step), metrics["loss"].shape
+    (2, ())
   """
   static_choices = {k: np.asarray(v) for k, v in choices.items()}
 
@@ -141,6 +168,20 @@ def make_population_scorer(
 
   Raises:
     ValueError: ``chunk_size`` < 1.
+
+  Example:
+    >>> from jaxmutate.algorithms import make_population_scorer
+    >>> import jax, jax.numpy as jnp, optax
+    >>> import jaxmutate as jm
+    >>> from jaxmutate.algorithms import init_train_state
+    >>> net = jm.SearchableMLP(num_classes=2, width=4, num_layers=1)
+    >>> x, y = jnp.ones((4, 3)), jnp.array([0, 1, 0, 1])
+    >>> state, variables = init_train_state(net, optax.sgd(0.1), jax.random.key(0), x)
+    >>> mutator = jm.OneShotModuleMutator().prepare_from_supernet(variables)
+    >>> score = make_population_scorer(net, mutator, None, x, y, chunk_size=2)
+    >>> scores = score(state, {0: jnp.array([0, 1, 3], jnp.int32)})  # three subnets, two chunks
+    >>> scores.shape, bool(((scores >= 0) & (scores <= 1)).all())
+    ((3,), True)
   """
   if chunk_size < 1:
     raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
@@ -305,7 +346,25 @@ def train_supernet(
     progress: bool,
     batches: Callable[..., Iterable[tuple[np.ndarray, np.ndarray]]],
 ) -> tuple[TrainState, list[dict[str, float]]]:
-  """Runs SPOS supernet training for ``epochs``; returns the state and a log."""
+  """Runs SPOS supernet training for ``epochs``; returns the state and a log.
+
+  Example:
+    >>> from jaxmutate.algorithms import train_supernet
+    >>> import jax, jax.numpy as jnp, optax
+    >>> import jaxmutate as jm
+    >>> from jaxmutate.algorithms import init_train_state
+    >>> net = jm.SearchableMLP(num_classes=2, width=4, num_layers=1)
+    >>> x, y = jnp.ones((4, 3)), jnp.array([0, 1, 0, 1])
+    >>> state, variables = init_train_state(net, optax.sgd(0.1), jax.random.key(0), x)
+    >>> import numpy as np
+    >>> from jaxmutate.data import Dataset, Split, iterate_batches
+    >>> split = Split(np.ones((8, 3), np.float32), np.arange(8, dtype=np.int32) % 2)
+    >>> mutator = jm.OneShotModuleMutator().prepare_from_supernet(variables)
+    >>> state, log = train_supernet(net, mutator, optax.sgd(0.1), state, split, epochs=2, batch_size=4,
+    ...                             key=jax.random.key(1), progress=False, batches=iterate_batches)
+    >>> int(state.step), [sorted(entry) for entry in log]
+    (4, [['accuracy', 'epoch', 'loss'], ['accuracy', 'epoch', 'loss']])
+  """
   step = make_spos_train_step(model, mutator, optimizer)
   return _train_loop(lambda s, x, y, k: step(s, x, y, k), state, split, epochs, batch_size, key, progress, batches, "supernet")
 
@@ -345,7 +404,22 @@ def retrain_subnet(
     progress: bool,
     batches: Callable[..., Iterable[tuple[np.ndarray, np.ndarray]]],
 ) -> dict[str, Any]:
-  """Trains a fixed subnet from scratch and reports its test accuracy."""
+  """Trains a fixed subnet from scratch and reports its test accuracy.
+
+  Example:
+    >>> import jax, optax
+    >>> import jaxmutate as jm
+    >>> from jaxmutate.algorithms import retrain_subnet
+    >>> import numpy as np
+    >>> from jaxmutate.data import Dataset, Split, iterate_batches
+    >>> split = Split(np.ones((8, 3), np.float32), np.arange(8, dtype=np.int32) % 2)
+    >>> data = Dataset(split, split, split, num_classes=2)
+    >>> net = jm.SearchableMLP(num_classes=2, width=4, num_layers=1)
+    >>> cfg = dict(epochs=1, batch_size=4, optimizer=dict(type="sgd", learning_rate=0.1))
+    >>> report = retrain_subnet(net, {"layers.0": 0}, data, cfg, jax.random.key(0), False, iterate_batches)
+    >>> sorted(report), report["epochs"], len(report["log"])
+    (['epochs', 'log', 'test_accuracy'], 1, 1)
+  """
   init_key, train_key = jax.random.split(key)
   optimizer = build_optimizer(retrain_cfg["optimizer"])
   sample = jnp.asarray(data.train.images[: retrain_cfg["batch_size"]])

@@ -38,7 +38,9 @@ search_cfg = dict(
     num_crossover=25,
     mutate_prob=0.1,
     crossover_prob=0.5,
-    constraints_range=dict(flops=(0.0, 1.2)),
+    # Per-image MFLOPs of the subnets span about 0.31-0.50; the budget keeps
+    # roughly the cheaper half of the search space.
+    constraints_range=dict(flops=(0.0, 0.40)),
     calibrate_sample_num=512,
 )
 

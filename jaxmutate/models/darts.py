@@ -284,9 +284,10 @@ class DartsBackbone(nn.Module):
     >>> import jax, jax.numpy as jnp
     >>> import jaxmutate as jm
     >>> from jaxmutate.models.darts import DartsBackbone
-    >>> net = DartsBackbone(base_channels=4, num_layers=2, num_nodes=2, num_classes=10)
+    >>> net = DartsBackbone(base_channels=2, num_layers=1, num_nodes=2, num_classes=10,
+    ...                     op_names=("zero", "skip_connect", "avg_pool_3x3"))
     >>> x = jnp.ones((2, 8, 8, 1))
-    >>> variables = net.init(jax.random.key(0), x, None)
+    >>> variables = jm.init_supernet(net, jax.random.key(0), x)
     >>> mutator = jm.DiffModuleMutator().prepare_from_supernet(variables)
     >>> mutator.group_key(0), len(mutator.search_groups)
     ('reduce_n2', 7)
@@ -452,8 +453,9 @@ class DartsDiscreteNetwork(nn.Module):
     >>> import jax, jax.numpy as jnp
     >>> import jaxmutate as jm
     >>> from jaxmutate.models.darts import DartsBackbone, derive_discrete_network
-    >>> net = DartsBackbone(base_channels=4, num_layers=1, num_nodes=2, num_classes=10)
-    >>> variables = net.init(jax.random.key(0), jnp.ones((2, 8, 8, 1)), None)
+    >>> net = DartsBackbone(base_channels=2, num_layers=1, num_nodes=2, num_classes=10,
+    ...                     op_names=("zero", "skip_connect", "avg_pool_3x3"))
+    >>> variables = jm.init_supernet(net, jax.random.key(0), jnp.ones((2, 8, 8, 1)))
     >>> mutator = jm.DiffModuleMutator().prepare_from_supernet(variables)
     >>> fix_subnet = mutator.export_fix_subnet(mutator.sample_choices(mutator.init_arch_params(jax.random.key(1))))
     >>> discrete = derive_discrete_network(net, fix_subnet)
@@ -507,6 +509,15 @@ def darts_genotype(backbone: DartsBackbone, fix_subnet: Mapping[str, Any], reduc
 
   Raises:
     KeyError: a missing entry. ValueError: an unknown edge or operation.
+
+  Example:
+    >>> from jaxmutate.models import darts_genotype
+    >>> from jaxmutate.models.darts import DartsBackbone
+    >>> net = DartsBackbone(base_channels=2, num_layers=1, num_nodes=1, num_classes=3, op_names=("zero", "skip_connect"))
+    >>> fix_subnet = {"reduce_n2": {"chosen": ["reduce_n2_p0", "reduce_n2_p1"]},
+    ...               "reduce_n2_p0": {"chosen": "skip_connect"}, "reduce_n2_p1": {"chosen": ["zero"]}}
+    >>> darts_genotype(net, fix_subnet, reduction=True)  # one node, two kept edges
+    ((('reduce_n2_p0', 0, 'skip_connect'), ('reduce_n2_p1', 1, 'zero')),)
   """
   op_names = _check_op_names("darts_genotype", backbone.op_names)
   nodes = []
@@ -547,6 +558,16 @@ def derive_discrete_network(backbone: DartsBackbone, fix_subnet: Mapping[str, An
 
   Raises:
     KeyError / ValueError: see :func:`darts_genotype`.
+
+  Example:
+    >>> from jaxmutate.models import derive_discrete_network
+    >>> from jaxmutate.models.darts import DartsBackbone
+    >>> net = DartsBackbone(base_channels=2, num_layers=1, num_nodes=1, num_classes=3, op_names=("zero", "skip_connect"))
+    >>> fix_subnet = {"reduce_n2": {"chosen": ["reduce_n2_p0", "reduce_n2_p1"]},
+    ...               "reduce_n2_p0": {"chosen": "skip_connect"}, "reduce_n2_p1": {"chosen": ["zero"]}}
+    >>> network = derive_discrete_network(net, fix_subnet)
+    >>> network.cells, network.stem_channels, network.num_classes
+    (((4, (6, 6), True, False),), 6, 3)
   """
   layout = backbone.cell_layout()
   return DartsDiscreteNetwork(
@@ -574,6 +595,20 @@ def discrete_network_variables(network: nn.Module, supernet_variables: Mapping[s
   Raises:
     KeyError: a variable of the derived network has no counterpart (naming
       its path).
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxmutate.models import derive_discrete_network, discrete_network_variables
+    >>> from jaxmutate.models.darts import DartsBackbone
+    >>> net = DartsBackbone(base_channels=2, num_layers=1, num_nodes=1, num_classes=3, op_names=("zero", "skip_connect"))
+    >>> fix_subnet = {"reduce_n2": {"chosen": ["reduce_n2_p0", "reduce_n2_p1"]},
+    ...               "reduce_n2_p0": {"chosen": "skip_connect"}, "reduce_n2_p1": {"chosen": ["zero"]}}
+    >>> x = jnp.ones((2, 8, 8, 1))
+    >>> supernet_variables = net.init(jax.random.key(0), x, None)
+    >>> network = derive_discrete_network(net, fix_subnet)
+    >>> variables = discrete_network_variables(network, supernet_variables, x)
+    >>> sorted(variables["params"]["cell0"]["reduce_n2"]), network.apply(variables, x).shape  # "zero" has no weights
+    (['reduce_n2_p0'], (2, 3))
   """
   shapes = jax.eval_shape(lambda: network.init(jax.random.key(0), sample_input))
 

@@ -13,7 +13,14 @@ from jaxmutate.registry import MODELS
 
 
 def identity(x: jax.Array, train: bool = False) -> jax.Array:
-  """The ``skip`` candidate: returns its input (no parameters)."""
+  """The ``skip`` candidate: returns its input (no parameters).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxmutate.models import identity
+    >>> identity(jnp.array([1.0, -2.0]), train=True).tolist()
+    [1.0, -2.0]
+  """
   del train
   return x
 

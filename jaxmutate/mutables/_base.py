@@ -203,21 +203,31 @@ class BaseMutable(ChoiceSemantics, nn.Module):
     return choices[name]
 
 
-def check_index_choice(name: str, choice: Any, num_choices: int) -> jax.Array:
+def check_index_choice(name: str, choice: Any, num_choices: int) -> jax.Array | np.ndarray:
   """Validates an int index choice: shape and dtype always, range when concrete.
 
-  Traced indices cannot be range-checked; ``switch`` clamps them (documented).
+  A concrete choice (a Python/NumPy int, or a JAX array outside a trace) comes
+  back as a NumPy int32 scalar, so it stays concrete inside ``jit`` too (a
+  ``jnp`` value would be staged) and the supernet traces to exactly the chosen
+  candidate. Traced indices cannot be range-checked; ``switch`` clamps them.
   """
-  choice = jnp.asarray(choice)
-  if choice.shape != ():
-    raise ValueError(f"Mutable {name!r} expects a scalar int choice, got shape {choice.shape}.")
-  if not jnp.issubdtype(choice.dtype, jnp.integer):
-    raise TypeError(f"Mutable {name!r} expects an integer choice index, got dtype {choice.dtype}.")
-  if not is_traced(choice):
-    value = int(choice)
-    if not 0 <= value < num_choices:
-      raise ValueError(f"Mutable {name!r}: choice {value} is out of range [0, {num_choices}).")
-  return choice.astype(jnp.int32)
+  if is_traced(choice):
+    shape, dtype = choice.shape, choice.dtype
+  else:
+    if isinstance(choice, bool):
+      raise TypeError(f"Mutable {name!r} expects an integer choice index, got {choice!r}.")
+    choice = np.asarray(choice)
+    shape, dtype = choice.shape, choice.dtype
+  if shape != ():
+    raise ValueError(f"Mutable {name!r} expects a scalar int choice, got shape {shape}.")
+  if not jnp.issubdtype(dtype, jnp.integer):
+    raise TypeError(f"Mutable {name!r} expects an integer choice index, got dtype {dtype}.")
+  if is_traced(choice):
+    return choice.astype(jnp.int32)
+  value = int(choice)
+  if not 0 <= value < num_choices:
+    raise ValueError(f"Mutable {name!r}: choice {value} is out of range [0, {num_choices}).")
+  return np.int32(value)
 
 
 def check_logits_choice(name: str, choice: Any, num_choices: int) -> jax.Array:

@@ -160,6 +160,15 @@ class DiffMutableModule(BaseMutable):
   ``direct_weights: bool`` field: when true, the choice is used as the mixture
   weights themselves instead of logits (no softmax), e.g. one-hot or multi-hot
   vectors to reproduce a derived discrete network with the supernet.
+
+  Example:
+    >>> import flax.linen as nn
+    >>> import jaxmutate as jm
+    >>> op = jm.DiffMutableOP({"a": nn.Dense(3), "b": nn.Dense(3)})
+    >>> isinstance(op, jm.DiffMutableModule), op.choice_names
+    (True, ('a', 'b'))
+    >>> issubclass(jm.DiffChoiceRoute, jm.DiffMutableModule), issubclass(jm.OneShotMutableOP, jm.DiffMutableModule)
+    (True, False)
   """
 
   search_space_kind = "diff_op"
@@ -467,6 +476,15 @@ class ChoiceRoute(_RouteMixin, DiffMutableModule):
   Subclasses declare ``edges`` and ``num_chosen`` (see :class:`DiffChoiceRoute`
   and :class:`GumbelChoiceRoute`); the logic and the choice semantics live here
   so that each subclass keeps the argument order the SPEC gives it.
+
+  Example:
+    >>> import flax.linen as nn
+    >>> import jaxmutate as jm
+    >>> route = jm.DiffChoiceRoute({"p0": nn.Dense(2), "p1": nn.Dense(2), "p2": nn.Dense(2)})
+    >>> isinstance(route, jm.ChoiceRoute), route.choice_names, route.num_chosen
+    (True, ('p0', 'p1', 'p2'), 2)
+    >>> issubclass(jm.GumbelChoiceRoute, jm.ChoiceRoute), issubclass(jm.DiffMutableOP, jm.ChoiceRoute)
+    (True, False)
   """
 
   search_space_kind = "diff_route"

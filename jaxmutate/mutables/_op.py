@@ -61,6 +61,15 @@ class OneShotMutableModule(BaseMutable):
   """Base of one-shot operation mutables: one candidate chosen by an int index.
 
   Subclasses declare a ``candidates`` field; see :class:`OneShotMutableOP`.
+
+  Example:
+    >>> import flax.linen as nn
+    >>> import jaxmutate as jm
+    >>> op = jm.OneShotMutableOP({"wide": nn.Dense(8), "narrow": nn.Dense(2)})
+    >>> isinstance(op, jm.OneShotMutableModule), op.choice_names
+    (True, ('wide', 'narrow'))
+    >>> issubclass(jm.OneShotProbMutableOP, jm.OneShotMutableModule), issubclass(jm.DiffMutableOP, jm.OneShotMutableModule)
+    (True, False)
   """
 
   search_space_kind = "op"

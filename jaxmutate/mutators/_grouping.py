@@ -80,6 +80,14 @@ def build_search_groups(
       them); an alias used together with one of its own mutables' names; a
       mutable landing in two groups; a group whose mutables have different
       search spaces.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> import jaxmutate as jm
+    >>> net = jm.SearchableMLP(num_classes=2, width=4, num_layers=3)
+    >>> specs = collect_specs(net.init(jax.random.key(0), jnp.ones((1, 3)), None))
+    >>> build_search_groups(specs, (("layers.0", "layers.2"),))
+    (('layers.0', 'layers.2'), ('layers.1',))
   """
   names = [name for name, _ in specs]
   spec_of = dict(specs)

@@ -38,7 +38,15 @@ def take(population: Population, index: Any) -> Population:
 
 
 def member(population: Population, i: int) -> GroupChoices:
-  """The ``i``-th subnet of a population, as group choices."""
+  """The ``i``-th subnet of a population, as group choices.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxmutate.search import member
+    >>> population = {0: jnp.array([0, 2, 1]), 1: jnp.array([1, 1, 0])}
+    >>> {g: int(c) for g, c in member(population, 1).items()}
+    {0: 2, 1: 1}
+  """
   return {g: v[i] for g, v in population.items()}
 
 
@@ -261,7 +269,7 @@ class EvolutionSearchLoop:
       if bar is not None:
         bar.set_postfix(best=f"{top_scores[0]:.4f}", pool=population_size(pool))
       if epoch == self.max_epochs - 1:
-        break
+        continue  # the last generation is rated, not bred
       key, mutation_key, crossover_key = jax.random.split(key, 3)
       num_top = population_size(top)
 
@@ -298,6 +306,14 @@ class EvolutionResult(NamedTuple):
     top_k_scores: their scores.
     history: per-epoch ``{epoch, pool_size, best_score, top_k_mean}``.
     num_evaluated: distinct subnets rated.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxmutate.search import EvolutionResult
+    >>> top_k = {0: jnp.array([2, 0])}
+    >>> result = EvolutionResult({0: top_k[0][0]}, 0.9, top_k, [0.9, 0.7], [], num_evaluated=12)
+    >>> int(result.best_choices[0]), result.top_k_scores[0] == result.best_score, result.num_evaluated
+    (2, True, 12)
   """
 
   best_choices: GroupChoices
