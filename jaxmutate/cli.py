@@ -72,9 +72,11 @@ def run_search(config_path: Path, work_dir: Path, seed: int, cfg_options: Sequen
 
 def _report(summary: dict[str, Any], work_dir: Path) -> None:
   lines = [f"wrote {work_dir / 'best_fix_subnet.yaml'} and {work_dir / 'summary.json'}"]
-  for key in ("best_val_accuracy", "best_test_accuracy", "chance_accuracy", "best_flops_M_per_image", "best_params_M", "wall_time_s"):
-    if key in summary:
-      lines.append(f"  {key}: {summary[key]:.4g}")
+  # Algorithms report different figures: show every top-level score and size.
+  shown = [k for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+           and any(word in k for word in ("accuracy", "flops", "params", "wall_time"))]
+  for key in shown:
+    lines.append(f"  {key}: {summary[key]:.4g}")
   random = summary.get("random_subnets_test_accuracy")
   if random:
     lines.append(f"  random subnets' test accuracy: median {random['median']:.4g} (n={random['count']})")
