@@ -47,9 +47,11 @@ IntPair = Union[int, Sequence[int]]
 IMPLEMENTATIONS: tuple[str, ...] = ("shifted", "xla")
 
 # Bytes of (padded input + cotangent) per batch chunk in the kernel gradient.
-# Measured on a 2-core EPYC (512 KiB L2): chunks of ~200-300 KiB were fastest;
-# 600 KiB chunks were 1.5x slower, the whole batch 8x slower.
-_KERNEL_GRAD_CHUNK_BYTES = 320 * 1024
+# Measured on a 2-core EPYC (512 KiB L2) with the current chunk bodies, fwd+bwd
+# at 64x32x32x16 (8 images per chunk vs 2 at the former 320 KiB): k=3 2.1 vs
+# 3.3 ms, k=5 5.8 vs 7.9 ms, k=7 9.6 vs 13.1 ms; 2560 KiB was no better at
+# k=3 and slower at k=5/7; the SPOS train step 4% faster at 640-1280 KiB.
+_KERNEL_GRAD_CHUNK_BYTES = 1280 * 1024
 
 # Kernel widths from which the kernel gradient uses kh channel-batched matmuls
 # per chunk instead of kh*kw reductions (measured at 64x32x32x16: k=7 11 ms vs
