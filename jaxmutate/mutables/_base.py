@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -318,4 +318,51 @@ def same_structure(owner: str, outputs: Mapping[str, Any]) -> None:
       )
 
 
+def run_candidate_functionally(
+    candidate: Any,
+    name: str,
+    variables: Mapping[str, Any],
+    mutable_collections: Sequence[str],
+    rngs: Mapping[str, jax.Array],
+    x: Any,
+    nested_choices: Any,
+    kwargs: Mapping[str, Any],
+) -> tuple[Any, dict[str, Any]]:
+  """Runs one candidate as a pure function of the mutable's variables.
 
+  Returns the output and every mutable collection of the mutable's scope, with
+  this candidate's part updated: all branches of a switch must return the same
+  structure.
+  """
+  updated = {col: dict(variables[col]) for col in mutable_collections}
+  if not isinstance(candidate, nn.Module):
+    return candidate(x, **kwargs), updated
+  own = {col: tree[name] for col, tree in variables.items() if name in tree}
+  args = (x, nested_choices) if isinstance(candidate, BaseMutable) else (x,)
+  own_mutable = [col for col in mutable_collections if col in own]
+  if own_mutable:
+    out, new_state = candidate.apply(own, *args, rngs=rngs, mutable=own_mutable, **kwargs)
+    for col in own_mutable:
+      updated[col][name] = new_state[col]
+  else:
+    out = candidate.apply(own, *args, rngs=rngs, **kwargs)
+  return out, updated
+
+
+class CandidateMutable(BaseMutable):
+  """Base of mutables that choose among named candidate modules (ops, routes).
+
+  Subclasses declare the mapping (``candidates``, or ``edges`` for routes,
+  returned by :meth:`_candidate_field`); the search space is its names.
+  """
+
+  def _candidate_field(self) -> Mapping[str, Any]:
+    return self.candidates
+
+  @property
+  def choice_names(self) -> tuple[str, ...]:
+    """Candidate (or edge) names in order: choice ``i`` is ``choice_names[i]``."""
+    return tuple(check_candidates(type(self).__name__, self._candidate_field()))
+
+  def _choice_names(self) -> tuple[str, ...]:
+    return self.choice_names

@@ -34,19 +34,18 @@ import optax
 
 from jaxmutate.mutables._base import (
     MUTABLES_COLLECTION,
-    BaseMutable,
+    CandidateMutable,
     MutableSpec,
+    run_candidate_functionally,
     is_traced,
     bind_candidates,
     call_candidate,
-    check_candidates,
     check_logits_choice,
     same_structure,
     tree_sum,
     unbound_candidates,
 )
 from jaxmutate.mutables._dispatch import switch
-from jaxmutate.mutables._op import _run_candidate_functionally
 from jaxmutate.registry import MODELS
 
 GUMBEL_RNG = "gumbel"
@@ -153,7 +152,7 @@ def _nested_choices(full_name: str, choices: Mapping[str, Any]) -> dict[str, Any
   return nested
 
 
-class DiffMutableModule(BaseMutable):
+class DiffMutableModule(CandidateMutable):
   """Base of differentiable mutables: the choice is a vector of logits.
 
   Subclasses declare their candidates (``candidates`` or ``edges``) and a
@@ -173,16 +172,6 @@ class DiffMutableModule(BaseMutable):
 
   search_space_kind = "diff_op"
 
-  def _candidate_field(self) -> Mapping[str, Any]:
-    return self.candidates
-
-  @property
-  def choice_names(self) -> tuple[str, ...]:
-    """Candidate (or edge) names; logit ``i`` belongs to ``choice_names[i]``."""
-    return tuple(check_candidates(type(self).__name__, self._candidate_field()))
-
-  def _choice_names(self) -> tuple[str, ...]:
-    return self.choice_names
 
   @property
   def _owner(self) -> str:
@@ -285,7 +274,7 @@ class DiffMutableModule(BaseMutable):
       call_kwargs = _with_tau(candidate, kwargs, tau)
 
       def run(variables, rngs, inputs, nested):
-        return _run_candidate_functionally(
+        return run_candidate_functionally(
             candidate, name, variables, mutable_collections, rngs, inputs[position], nested[name], call_kwargs
         )
 

@@ -12,12 +12,12 @@ import numpy as np
 
 from jaxmutate.mutables._base import (
     MUTABLES_COLLECTION,
-    BaseMutable,
+    CandidateMutable,
     bind_candidates,
     call_candidate,
-    check_candidates,
     check_index_choice,
     is_traced,
+    run_candidate_functionally,
     same_structure,
     tree_sum,
     unbound_candidates,
@@ -26,38 +26,7 @@ from jaxmutate.mutables._dispatch import switch
 from jaxmutate.registry import MODELS
 
 
-def _run_candidate_functionally(
-    candidate: Any,
-    name: str,
-    variables: Mapping[str, Any],
-    mutable_collections: Sequence[str],
-    rngs: Mapping[str, jax.Array],
-    x: Any,
-    nested_choices: Any,
-    kwargs: Mapping[str, Any],
-) -> tuple[Any, dict[str, Any]]:
-  """Runs one candidate as a pure function of the mutable's variables.
-
-  Returns the output and every mutable collection of the mutable's scope, with
-  this candidate's part updated: all branches of a switch must return the same
-  structure.
-  """
-  updated = {col: dict(variables[col]) for col in mutable_collections}
-  if not isinstance(candidate, nn.Module):
-    return candidate(x, **kwargs), updated
-  own = {col: tree[name] for col, tree in variables.items() if name in tree}
-  args = (x, nested_choices) if isinstance(candidate, BaseMutable) else (x,)
-  own_mutable = [col for col in mutable_collections if col in own]
-  if own_mutable:
-    out, new_state = candidate.apply(own, *args, rngs=rngs, mutable=own_mutable, **kwargs)
-    for col in own_mutable:
-      updated[col][name] = new_state[col]
-  else:
-    out = candidate.apply(own, *args, rngs=rngs, **kwargs)
-  return out, updated
-
-
-class OneShotMutableModule(BaseMutable):
+class OneShotMutableModule(CandidateMutable):
   """Base of one-shot operation mutables: one candidate chosen by an int index.
 
   Subclasses declare a ``candidates`` field; see :class:`OneShotMutableOP`.
@@ -73,14 +42,6 @@ class OneShotMutableModule(BaseMutable):
   """
 
   search_space_kind = "op"
-
-  @property
-  def choice_names(self) -> tuple[str, ...]:
-    """Candidate names in order: choice ``i`` is ``choice_names[i]``."""
-    return tuple(check_candidates(type(self).__name__, self.candidates))
-
-  def _choice_names(self) -> tuple[str, ...]:
-    return self.choice_names
 
   @nn.compact
   def __call__(self, x: Any, choices: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
@@ -124,7 +85,7 @@ class OneShotMutableModule(BaseMutable):
         # Applied on its own, the candidate is the root: its own key becomes ""
         # and its descendants lose the "<path>." prefix.
         nested = {k[len(path) + 1:]: v for k, v in choices.items() if inside(k, path)}
-        return _run_candidate_functionally(
+        return run_candidate_functionally(
             candidates[name], name, variables, mutable_collections, rngs, x, nested, kwargs
         )
 
