@@ -7,10 +7,14 @@ Measures, in one process (ratios are against the baseline of the same run):
   * one SGD-momentum train step (BatchNorm in train mode) of a hand-written
     network of MMRazor's SPOS ShuffleNet ops: stem 3x3 conv → 8 blocks
     (ShuffleBlock k=3/5/7 and ShuffleXception, 32 ch, stride 1) → global pool →
-    10-way dense, batch 64, 32x32 input. "grouped" builds the blocks with
-    ``implementation="xla"``, i.e. the exact ``lax.conv_general_dilated(...,
-    feature_group_count=C)`` call ``nn.Conv(feature_group_count=C)`` makes;
-    "shifted" is the default CPU path.
+    10-way dense, batch 64, 32x32 input. Three variants of the same network
+    and parameters: "flax" is the textbook Flax network (``nn.Conv`` for every
+    conv, grouped for the depthwise ones, ``nn.BatchNorm``, concatenate then
+    channel shuffle), i.e. the "before" of the issue; "grouped" is
+    jaxmutate's blocks with ``implementation="xla"`` (the exact grouped
+    ``lax.conv_general_dilated`` call ``nn.Conv(feature_group_count=C)``
+    makes, everything else as in "shifted"); "shifted" is jaxmutate's blocks
+    on their default CPU path.
 
 Usage:
   python benchmarks/depthwise.py            # full run, writes results/depthwise.json
@@ -31,11 +35,17 @@ from typing import Any, Callable
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import optax
 from jax import lax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from jaxmutate.ops import ShuffleBlock, ShuffleXception, depthwise_conv  # noqa: E402
+from jaxmutate.ops import (  # noqa: E402
+    ShuffleBlock,
+    ShuffleXception,
+    channel_shuffle,
+    depthwise_conv,
+)
 
 
 def grouped_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -109,8 +119,58 @@ def bench_convs(batches, kernels, size, channels, warmup, iters) -> list[dict]:
   return rows
 
 
+class TextbookConvBN(nn.Module):
+  """``nn.Conv`` (grouped when depthwise) → ``nn.BatchNorm`` → optional ReLU."""
+
+  features: int
+  kernel_size: int = 1
+  depthwise: bool = False
+  relu: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    channels, pad = x.shape[-1], self.kernel_size // 2
+    x = nn.Conv(
+        channels if self.depthwise else self.features,
+        (self.kernel_size, self.kernel_size),
+        padding=((pad, pad), (pad, pad)),
+        feature_group_count=channels if self.depthwise else 1,
+        use_bias=False,
+        name="conv",
+    )(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name="bn")(x)
+    return nn.relu(x) if self.relu else x
+
+
+class TextbookShuffleBlock(nn.Module):
+  """A stride-1 SPOS ShuffleNet block as one writes it in plain Flax."""
+
+  channels: int
+  kernel_size: int
+  xception: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    branch = self.channels // 2
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    if self.xception:
+      for i in range(3):
+        x2 = TextbookConvBN(branch, 3, True, name=f"branch2_{i}_dw")(x2, train)
+        x2 = TextbookConvBN(branch, 1, relu=True, name=f"branch2_{i}_pw")(x2, train)
+    else:
+      x2 = TextbookConvBN(branch, 1, relu=True, name="branch2_0")(x2, train)
+      x2 = TextbookConvBN(branch, self.kernel_size, True, name="branch2_1")(x2, train)
+      x2 = TextbookConvBN(branch, 1, relu=True, name="branch2_2")(x2, train)
+    return channel_shuffle(jnp.concatenate([x1, x2], axis=-1), 2)
+
+
 class ShuffleNetOps(nn.Module):
-  """Stem, 8 SPOS ShuffleNet blocks (stride 1), pool, classifier."""
+  """Stem, 8 SPOS ShuffleNet blocks (stride 1), pool, classifier.
+
+  ``implementation`` "textbook" builds the blocks from plain Flax layers
+  (:class:`TextbookShuffleBlock`), otherwise it is jaxmutate's depthwise
+  implementation for ``ShuffleBlock``/``ShuffleXception``.
+  """
 
   channels: int = 32
   num_classes: int = 10
@@ -121,11 +181,15 @@ class ShuffleNetOps(nn.Module):
     x = nn.Conv(self.channels, (3, 3), padding=1, use_bias=False)(x)
     x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
     for i in range(8):
-      c, impl = self.channels, self.implementation
-      if i % 4 == 3:
-        block = ShuffleXception(c, c, 1, implementation=impl)
+      c, impl, xception = self.channels, self.implementation, i % 4 == 3
+      k = 3 if xception else (3, 5, 7)[i % 4]
+      name = f"block{i}"  # the same parameter paths in every variant
+      if impl == "textbook":
+        block = TextbookShuffleBlock(c, k, xception, name=name)
+      elif xception:
+        block = ShuffleXception(c, c, 1, implementation=impl, name=name)
       else:
-        block = ShuffleBlock(c, c, (3, 5, 7)[i % 4], 1, implementation=impl)
+        block = ShuffleBlock(c, c, k, 1, implementation=impl, name=name)
       x = block(x, train=train)
     return nn.Dense(self.num_classes)(x.mean(axis=(1, 2)))
 
@@ -136,8 +200,10 @@ def bench_train_step(batch, size, warmup, iters) -> dict:
   tx = optax.sgd(0.05, momentum=0.9)
   row: dict[str, Any] = dict(batch=batch, input=[batch, size, size, 3])
   steps, states = {}, {}
-  for name, impl in (("grouped", "xla"), ("shifted", "shifted")):
+  variants = (("flax", "textbook"), ("grouped", "xla"), ("shifted", "shifted"))
+  for name, impl in variants:
     model = ShuffleNetOps(implementation=impl)
+    # The same initial weights in all three (same paths, shapes, initialisers).
     variables = model.init(jax.random.key(2), x, train=False)
     params, stats = variables["params"], variables["batch_stats"]
     opt_state = tx.init(params)
@@ -160,10 +226,13 @@ def bench_train_step(batch, size, warmup, iters) -> dict:
 
     state = (params, stats, opt_state)
     steps[name], row[f"{name}_compile_s"] = compile_seconds(step, (*state, x, y))
+    row[f"{name}_temp_mib"] = (
+        steps[name].memory_analysis().temp_size_in_bytes / 2**20
+    )
     for _ in range(warmup + 1):  # a few real steps first (page faults)
       state = steps[name](*state, x, y)[:3]
     states[name] = jax.block_until_ready(state)
-  # The two variants alternate step by step, so that load from other jobs on
+  # The variants alternate step by step, so that load from other jobs on
   # a shared machine hits both alike and the ratio stays meaningful.
   times: dict[str, list[float]] = {name: [] for name in steps}
   for _ in range(iters):
@@ -175,12 +244,29 @@ def bench_train_step(batch, size, warmup, iters) -> dict:
       states[name] = out[:3]
   for name in steps:
     row[f"{name}_step_ms"] = statistics.median(times[name]) * 1e3
+    row[f"{name}_step_min_ms"] = min(times[name]) * 1e3
     print(
-        f"  train step ({name}): {row[f'{name}_step_ms']:.1f} ms, compile "
-        f"{row[f'{name}_compile_s']:.2f} s",
+        f"  train step ({name}): median {row[f'{name}_step_ms']:.1f} ms (min "
+        f"{row[f'{name}_step_min_ms']:.1f}), compile "
+        f"{row[f'{name}_compile_s']:.2f} s, XLA temp buffer "
+        f"{row[f'{name}_temp_mib']:.0f} MiB",
         flush=True,
     )
   row["speedup"] = row["grouped_step_ms"] / row["shifted_step_ms"]
+  row["speedup_vs_flax"] = row["flax_step_ms"] / row["shifted_step_ms"]
+  # Load from other jobs comes and goes over seconds: the median of the
+  # ratios of steps timed back to back is the steadiest figure.
+  for base, key in (("grouped", "paired_speedup"), ("flax", "paired_speedup_vs_flax")):
+    row[key] = statistics.median(
+        b / s for b, s in zip(times[base], times["shifted"])
+    )
+  print(
+      f"  speedup (ratio of medians / median of paired ratios): "
+      f"{row['speedup_vs_flax']:.2f}x / {row['paired_speedup_vs_flax']:.2f}x vs "
+      f"textbook flax, {row['speedup']:.2f}x / {row['paired_speedup']:.2f}x vs "
+      "the same blocks with grouped convs",
+      flush=True,
+  )
   return row
 
 
@@ -220,7 +306,7 @@ def main() -> None:
     )
   else:
     batches, kernels, size, warmup, iters, step_batch, step_iters = (
-        (64, 256), (3, 5, 7), 32, 3, 10, 64, 10
+        (64, 256), (3, 5, 7), 32, 3, 10, 64, 20
     )
   info = machine_info()
   info["load_average_start"] = list(os.getloadavg())
@@ -248,11 +334,16 @@ def main() -> None:
         f"{r['shifted_fwd_bwd_compile_s']:.2f} |"
     )
   print(
-      f"\n| train step (b{step['batch']}) | grouped ms | shifted ms | speedup | "
-      f"compile grouped / shifted s |\n"
-      f"|---|---|---|---|---|\n| SPOS ShuffleNet ops, 8 blocks | "
-      f"{step['grouped_step_ms']:.1f} | {step['shifted_step_ms']:.1f} | "
-      f"{step['speedup']:.1f}x | {step['grouped_compile_s']:.2f} / "
+      f"\n| train step (b{step['batch']}) | flax ms | grouped ms | shifted ms | "
+      f"speedup vs flax (paired) | speedup vs grouped (paired) | XLA temp flax / grouped / "
+      f"shifted MiB | compile flax / grouped / shifted s |\n"
+      f"|---|---|---|---|---|---|---|---|\n| SPOS ShuffleNet ops, 8 blocks | "
+      f"{step['flax_step_ms']:.1f} | {step['grouped_step_ms']:.1f} | "
+      f"{step['shifted_step_ms']:.1f} | {step['speedup_vs_flax']:.2f}x "
+      f"({step['paired_speedup_vs_flax']:.2f}x) | {step['speedup']:.2f}x "
+      f"({step['paired_speedup']:.2f}x) | {step['flax_temp_mib']:.0f} / "
+      f"{step['grouped_temp_mib']:.0f} / {step['shifted_temp_mib']:.0f} | "
+      f"{step['flax_compile_s']:.2f} / {step['grouped_compile_s']:.2f} / "
       f"{step['shifted_compile_s']:.2f} |"
   )
   if not args.quick:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import flax.linen as nn
@@ -10,15 +9,16 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxmutate.ops._batch_norm import (
+    BN_EPSILON,
+    BN_MOMENTUM,
+    BatchNorm,
+    DeferredNorm,
+    as_array,
+    check_activation,
+)
 from jaxmutate.ops._depthwise import DepthwiseConv
 from jaxmutate.registry import MODELS
-
-# PyTorch's BatchNorm2d defaults (momentum 0.1 of the new value = flax 0.9 of
-# the old, eps 1e-5), so ports of MMRazor configs train the same way.
-BN_MOMENTUM = 0.9
-BN_EPSILON = 1e-5
-
-_ACTIVATIONS = {"relu": nn.relu, "relu6": nn.relu6}
 
 
 def check_positive_int(value: Any, name: str, owner: str) -> None:
@@ -56,154 +56,12 @@ def batch_norm(
   )
 
 
-def _batch_stats_2d(x2: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """(1, C) mean and biased variance of (M, C) ``x2`` (one pass)."""
-  count = x2.shape[0]
-  mean = jnp.sum(x2, axis=0, keepdims=True) / count
-  mean_sq = jnp.sum(x2 * x2, axis=0, keepdims=True) / count
-  # E[x^2] - E[x]^2 as in flax's fast variance; clipped against round-off.
-  return mean, jnp.maximum(mean_sq - mean * mean, 0.0)
-
-
-def _bn_train_fwd(x, scale, bias, epsilon, relu):
-  channels = x.shape[-1]
-  x2 = x.reshape(-1, channels)
-  # Statistics, scale and bias as (1, C) rows (explicit broadcasting).
-  scale, bias = scale.reshape(1, channels), bias.reshape(1, channels)
-  mean, var = _batch_stats_2d(x2)
-  inv_std = lax.rsqrt(var + epsilon)
-  mul = scale * inv_std
-  y = x2 * mul + (bias - mean * mul)
-  if relu:
-    y = jnp.maximum(y, 0.0)
-  outputs = (y.reshape(x.shape), mean.reshape(channels), var.reshape(channels))
-  return outputs, (x, mean, inv_std, scale, bias)
-
-
-def _bn_train_bwd(epsilon, relu, residuals, cotangents):
-  del epsilon
-  x, mean, inv_std, scale, bias = residuals
-  d_y, d_mean, d_var = cotangents
-  channels = x.shape[-1]
-  x2 = x.reshape(-1, channels)
-  count = x2.shape[0]
-  d_y2 = d_y.reshape(-1, channels)
-  d_mean, d_var = d_mean.reshape(1, channels), d_var.reshape(1, channels)
-  centered = x2 - mean
-  x_hat = centered * inv_std
-  if relu:  # recompute the ReLU mask instead of saving it
-    d_y2 = jnp.where(x_hat * scale + bias > 0, d_y2, 0.0)
-  d_bias = jnp.sum(d_y2, axis=0, keepdims=True)
-  d_scale = jnp.sum(d_y2 * x_hat, axis=0, keepdims=True)
-  d_x = (scale * inv_std) * (d_y2 - (d_bias + x_hat * d_scale) / count)
-  # Cotangents of the returned batch statistics (zero in a plain train step).
-  d_x = d_x + d_mean / count + centered * (2.0 * d_var / count)
-  return d_x.reshape(x.shape), d_scale.reshape(channels), d_bias.reshape(channels)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _bn_train(x, scale, bias, epsilon, relu):
-  return _bn_train_fwd(x, scale, bias, epsilon, relu)[0]
-
-
-_bn_train.defvjp(_bn_train_fwd, _bn_train_bwd)
-
-
-def batch_norm_train(
-    x: jax.Array,
-    scale: jax.Array,
-    bias: jax.Array,
-    epsilon: float = BN_EPSILON,
-    relu: bool = False,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """BatchNorm with batch statistics over all axes but the last, fused ReLU.
-
-  Forward: one pass for mean and mean of squares, then one multiply-add
-  (and ``max(·, 0)`` when ``relu``). The custom VJP needs two reductions
-  (``sum(dy)``, ``sum(dy * x_hat)``) and one elementwise pass, and recomputes
-  the ReLU mask from the saved input instead of keeping the pre-activation.
-
-  Args:
-    x: (..., C) float array.
-    scale: (C,) scale.
-    bias: (C,) shift.
-    epsilon: added to the variance.
-    relu: apply ReLU to the output.
-
-  Returns:
-    ``(y, mean, var)``: output and the batch mean and biased variance.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxmutate.ops._common import batch_norm_train
-    >>> y, mean, var = batch_norm_train(jnp.arange(8.0).reshape(4, 2),
-    ...                                 jnp.ones(2), jnp.zeros(2))
-    >>> mean.tolist(), var.tolist()
-    ([3.0, 4.0], [5.0, 5.0])
-  """
-  return _bn_train(x, scale, bias, float(epsilon), bool(relu))
-
-
-class BatchNorm(nn.Module):
-  """``nn.BatchNorm`` over the last axis with an optional fused ReLU.
-
-  Same variables as ``flax.linen.BatchNorm`` (params ``scale``/``bias`` when
-  ``affine``; batch_stats ``mean``/``var``), same running-average update
-  (``momentum * old + (1 - momentum) * batch``, biased batch variance, no
-  update while initialising) and the same outputs up to float32 round-off;
-  train mode uses :func:`batch_norm_train` (fewer passes over activations).
-
-  Attributes:
-    use_running_average: normalise with the running statistics (eval).
-    momentum: running-average momentum.
-    epsilon: added to the variance.
-    affine: learn ``scale`` and ``bias``.
-    relu: apply ReLU to the output.
-
-  Example:
-    >>> import jax, jax.numpy as jnp
-    >>> from jaxmutate.ops._common import BatchNorm
-    >>> bn = BatchNorm(use_running_average=False)
-    >>> variables = bn.init(jax.random.key(0), jnp.ones((2, 3, 3, 4)))
-    >>> y, updates = bn.apply(variables, jnp.ones((2, 3, 3, 4)),
-    ...                       mutable=["batch_stats"])
-    >>> updates["batch_stats"]["mean"].shape
-    (4,)
-  """
-
-  use_running_average: bool = False
-  momentum: float = BN_MOMENTUM
-  epsilon: float = BN_EPSILON
-  affine: bool = True
-  relu: bool = False
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """Normalises (..., C) ``x`` and updates the running statistics in train mode."""
-    channels = x.shape[-1]
-    x = jnp.asarray(x, jnp.promote_types(x.dtype, jnp.float32))
-    ra_mean = self.variable(
-        "batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), (channels,)
-    )
-    ra_var = self.variable(
-        "batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), (channels,)
-    )
-    if self.affine:
-      scale = self.param("scale", nn.initializers.ones, (channels,), jnp.float32)
-      bias = self.param("bias", nn.initializers.zeros, (channels,), jnp.float32)
-    else:
-      scale = jnp.ones((channels,), jnp.float32)
-      bias = jnp.zeros((channels,), jnp.float32)
-    if self.use_running_average:
-      row = (1,) * (x.ndim - 1) + (channels,)
-      mul = scale * lax.rsqrt(ra_var.value + self.epsilon)
-      y = x * mul.reshape(row) + (bias - ra_mean.value * mul).reshape(row)
-      return jnp.maximum(y, 0.0) if self.relu else y
-    y, mean, var = batch_norm_train(x, scale, bias, self.epsilon, self.relu)
-    if not self.is_initializing():
-      ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
-      ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
-    return y
+def _pointwise(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """(..., Cin) @ (Cin, Cout) as one 2-d matmul."""
+  flat = lax.dot_general(
+      x.reshape(-1, x.shape[-1]), kernel, (((1,), (0,)), ((), ()))
+  )
+  return flat.reshape(*x.shape[:-1], kernel.shape[-1])
 
 
 class PointwiseConv(nn.Module):
@@ -240,25 +98,35 @@ class PointwiseConv(nn.Module):
   param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """Applies the 1x1 conv to (..., Cin) ``x``."""
+  def __call__(self, x: jax.Array | DeferredNorm) -> jax.Array:
+    """Applies the 1x1 conv to (..., Cin) ``x``.
+
+    A :class:`~jaxmutate.ops._batch_norm.DeferredNorm` input is normalised
+    inside the conv's rematerialised op (only its pre-normalisation values
+    are kept for the backward pass).
+    """
     channels = x.shape[-1]
     kernel = self.param(
         "kernel", self.kernel_init, (1, 1, channels, self.features),
         self.param_dtype,
     )
+    if isinstance(x, DeferredNorm):
+      dtype = self.dtype or jnp.result_type(x.dtype, kernel)
+      return x.then(_pointwise, kernel[0, 0].astype(dtype))
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-    flat = lax.dot_general(
-        x.reshape(-1, channels), kernel[0, 0], (((1,), (0,)), ((), ()))
-    )
-    return flat.reshape(*x.shape[:-1], self.features)
+    return _pointwise(x, kernel[0, 0])
 
 
 class ConvBN(nn.Module):
   """Conv (dense 1x1/kxk or depthwise, no bias) → BatchNorm → optional act.
 
   MMCV's ``ConvModule`` with ``norm_cfg=dict(type="BN")``. Submodules are
-  named ``conv`` and ``bn``.
+  named ``conv`` and ``bn``. Chains of these save memory: called with
+  ``defer=True`` a ConvBN returns a
+  :class:`~jaxmutate.ops._batch_norm.DeferredNorm`, and the next ConvBN with
+  a depthwise or 1x1 conv normalises it inside its conv, so the backward pass
+  keeps one activation per layer (the conv output) instead of two. Values and
+  gradients are those of the plain chain.
 
   Attributes:
     features: output channels (ignored when ``depthwise``: same as input).
@@ -292,9 +160,28 @@ class ConvBN(nn.Module):
   bn_epsilon: float = BN_EPSILON
   affine: bool = True
 
+  def __post_init__(self) -> None:
+    check_activation(self.act, "ConvBN")
+    super().__post_init__()
+
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-    """Applies conv, BN (batch stats iff ``train``) and the activation."""
+  def __call__(
+      self,
+      x: jax.Array | DeferredNorm,
+      *,
+      train: bool = False,
+      defer: bool = False,
+  ) -> jax.Array | DeferredNorm:
+    """Applies conv, BN (batch stats iff ``train``) and the activation.
+
+    Args:
+      x: NHWC input, or the deferred output of a previous ``ConvBN``.
+      train: normalise with batch statistics (and update the running ones).
+      defer: return a ``DeferredNorm`` for the next ``ConvBN`` to consume.
+
+    Returns:
+      The activation, or its deferred form.
+    """
     # PyTorch-style symmetric padding k//2 * d (MMRazor's ops), not lax SAME,
     # which pads asymmetrically at stride 2.
     pad = (self.kernel_size // 2) * self.dilation
@@ -318,21 +205,15 @@ class ConvBN(nn.Module):
           padding=((pad, pad), (pad, pad)),
           use_bias=False,
           name="conv",
-      )(x)
-    # BN with the ReLU fused in: fewer passes over the activation in train
-    # mode (forward and backward) than nn.BatchNorm followed by nn.relu.
-    relu = self.act == "relu"
-    x = BatchNorm(
+      )(as_array(x))
+    return BatchNorm(
         use_running_average=not train,
         momentum=self.bn_momentum,
         epsilon=self.bn_epsilon,
         affine=self.affine,
-        relu=relu,
+        activation=self.act,
         name="bn",
-    )(x)
-    if self.act is not None and not relu:
-      x = _ACTIVATIONS[self.act](x)
-    return x
+    )(x, defer=defer)
 
 
 @MODELS.register_module()

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxmutate.ops._batch_norm import DeferredNorm
 from jaxmutate.registry import MODELS
 
 Implementation = Literal["shifted", "xla"]
@@ -569,8 +570,13 @@ class DepthwiseConv(nn.Module):
   param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """Applies the depthwise conv to (N, H, W, C) ``x``."""
+  def __call__(self, x: jax.Array | DeferredNorm) -> jax.Array:
+    """Applies the depthwise conv to (N, H, W, C) ``x``.
+
+    A :class:`~jaxmutate.ops._batch_norm.DeferredNorm` input is normalised
+    inside the conv's rematerialised op (only its pre-normalisation values
+    are kept for the backward pass).
+    """
     channels = x.shape[-1]
     if self.features is not None and self.features != channels:
       raise ValueError(
@@ -590,13 +596,22 @@ class DepthwiseConv(nn.Module):
         if self.use_bias
         else None
     )
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    return depthwise_conv(
-        x,
-        kernel,
+    conv = functools.partial(
+        _depthwise_conv_with_bias,
         stride=self.strides,
         dilation=self.dilation,
         padding=self.padding,
-        bias=bias,
         implementation=self.implementation,
     )
+    if isinstance(x, DeferredNorm):
+      dtype = self.dtype or jnp.result_type(x.dtype, kernel)
+      params = (kernel,) if bias is None else (kernel, bias)
+      return x.then(conv, *(p.astype(dtype) for p in params))
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    return conv(x, kernel, bias)
+
+
+def _depthwise_conv_with_bias(
+    x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, **options: Any
+) -> jax.Array:
+  return depthwise_conv(x, kernel, bias=bias, **options)

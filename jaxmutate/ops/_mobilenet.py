@@ -91,7 +91,9 @@ class InvertedResidual(nn.Module):
     hidden = int(round(self.in_channels * self.expand_ratio))
     out = x
     if self.expand_ratio != 1:
-      out = ConvBN(hidden, 1, act="relu6", name="expand", **bn)(out, train=train)
+      out = ConvBN(hidden, 1, act="relu6", name="expand", **bn)(
+          out, train=train, defer=True
+      )
     out = ConvBN(
         out.shape[-1],
         self.kernel_size,
@@ -100,7 +102,7 @@ class InvertedResidual(nn.Module):
         act="relu6",
         name="depthwise",
         **bn,
-    )(out, train=train)
+    )(out, train=train, defer=True)
     out = ConvBN(self.out_channels, 1, name="project", **bn)(out, train=train)
     if self.stride == 1 and self.in_channels == self.out_channels:
       out = out + x

@@ -140,15 +140,19 @@ class ShuffleBlock(nn.Module):
     k, s = self.kernel_size, self.stride
     if s > 1:
       x1 = ConvBN(self.in_channels, k, s, depthwise=True, name="branch1_0", **bn)(
-          x, train=train
+          x, train=train, defer=True
       )
       x1 = ConvBN(branch, 1, act="relu", name="branch1_1", **bn)(x1, train=train)
       x2 = x
     else:
       x1, x2 = jnp.split(x, 2, axis=-1)
-    x2 = ConvBN(branch, 1, act="relu", name="branch2_0", **bn)(x2, train=train)
+    # Deferred BN outputs: each conv normalises its input itself, so the
+    # backward pass keeps one activation per layer (see ConvBN).
+    x2 = ConvBN(branch, 1, act="relu", name="branch2_0", **bn)(
+        x2, train=train, defer=True
+    )
     x2 = ConvBN(branch, k, s, depthwise=True, name="branch2_1", **bn)(
-        x2, train=train
+        x2, train=train, defer=True
     )
     x2 = ConvBN(branch, 1, act="relu", name="branch2_2", **bn)(x2, train=train)
     return _concat_shuffle(x1, x2)
@@ -206,7 +210,7 @@ class ShuffleXception(nn.Module):
     s = self.stride
     if s > 1:
       x1 = ConvBN(self.in_channels, 3, s, depthwise=True, name="branch1_0", **bn)(
-          x, train=train
+          x, train=train, defer=True
       )
       x1 = ConvBN(branch, 1, act="relu", name="branch1_1", **bn)(x1, train=train)
       x2 = x
@@ -215,8 +219,8 @@ class ShuffleXception(nn.Module):
     for i, stride in enumerate((s, 1, 1)):
       x2 = ConvBN(
           x2.shape[-1], 3, stride, depthwise=True, name=f"branch2_{i}_dw", **bn
-      )(x2, train=train)
+      )(x2, train=train, defer=True)
       x2 = ConvBN(branch, 1, act="relu", name=f"branch2_{i}_pw", **bn)(
-          x2, train=train
+          x2, train=train, defer=i < 2
       )
     return _concat_shuffle(x1, x2)

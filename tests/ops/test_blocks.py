@@ -1,5 +1,6 @@
 """Tests of the ShuffleNet / MobileNet / DARTS blocks in jaxmutate.ops."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -277,3 +278,154 @@ def test_registered_and_trainable_under_jit(cfg, in_channels):
   value, grads = loss_and_grads(variables.get("params", {}))
   assert np.isfinite(value)
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+# --- The blocks against a plain Flax reference ------------------------------
+#
+# The blocks defer BatchNorm into the next conv and use fast depthwise and 1x1
+# convs; the reference is the textbook network (nn.Conv, nn.BatchNorm, concat
+# then channel shuffle) with the same variable names. Values, batch statistics
+# and gradients must agree in train mode.
+
+
+_ACTS = {None: lambda v: v, "relu": nn.relu, "relu6": nn.relu6}
+
+
+class RefConvBN(nn.Module):
+  features: int
+  kernel_size: int = 1
+  stride: int = 1
+  depthwise: bool = False
+  act: str | None = None
+
+  @nn.compact
+  def __call__(self, x, train):
+    pad = self.kernel_size // 2
+    channels = x.shape[-1]
+    x = nn.Conv(
+        channels if self.depthwise else self.features,
+        (self.kernel_size, self.kernel_size),
+        strides=self.stride,
+        padding=((pad, pad), (pad, pad)),
+        feature_group_count=channels if self.depthwise else 1,
+        use_bias=False,
+        name="conv",
+    )(x)
+    x = nn.BatchNorm(
+        use_running_average=not train, momentum=0.9, epsilon=1e-5, name="bn"
+    )(x)
+    return _ACTS[self.act](x)
+
+
+class RefShuffle(nn.Module):
+  out_channels: int
+  kernel_size: int
+  stride: int
+  xception: bool = False
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    branch, k, s = self.out_channels // 2, self.kernel_size, self.stride
+    if s > 1:
+      x1 = RefConvBN(0, k, s, True, name="branch1_0")(x, train)
+      x1 = RefConvBN(branch, 1, act="relu", name="branch1_1")(x1, train)
+      x2 = x
+    else:
+      x1, x2 = jnp.split(x, 2, axis=-1)
+    if self.xception:
+      for i, stride in enumerate((s, 1, 1)):
+        x2 = RefConvBN(0, 3, stride, True, name=f"branch2_{i}_dw")(x2, train)
+        x2 = RefConvBN(branch, 1, act="relu", name=f"branch2_{i}_pw")(x2, train)
+    else:
+      x2 = RefConvBN(branch, 1, act="relu", name="branch2_0")(x2, train)
+      x2 = RefConvBN(0, k, s, True, name="branch2_1")(x2, train)
+      x2 = RefConvBN(branch, 1, act="relu", name="branch2_2")(x2, train)
+    return ops.channel_shuffle(jnp.concatenate([x1, x2], -1), 2)
+
+
+class RefInvertedResidual(nn.Module):
+  in_channels: int
+  out_channels: int
+  stride: int
+  expand_ratio: float
+  kernel_size: int = 3
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    out = x
+    if self.expand_ratio != 1:
+      hidden = int(round(self.in_channels * self.expand_ratio))
+      out = RefConvBN(hidden, 1, act="relu6", name="expand")(out, train)
+    out = RefConvBN(0, self.kernel_size, self.stride, True, act="relu6", name="depthwise")(out, train)
+    out = RefConvBN(self.out_channels, 1, name="project")(out, train)
+    if self.stride == 1 and self.in_channels == self.out_channels:
+      out = out + x
+    return out
+
+
+def _train_outputs(block, variables, x):
+  weights = jax.random.normal(jax.random.key(7), block.apply(variables, x).shape)
+
+  def loss(params, x):
+    y, updates = block.apply(
+        {**variables, "params": params}, x, train=True, mutable=["batch_stats"]
+    )
+    return jnp.sum(jnp.tanh(y) * weights), (y, updates["batch_stats"])
+
+  (_, (y, stats)), grads = jax.jit(
+      jax.value_and_grad(loss, (0, 1), has_aux=True)
+  )(variables["params"], x)
+  return y, stats, grads
+
+
+@pytest.mark.parametrize(
+    "ours, reference, in_channels",
+    [
+        (ops.ShuffleBlock(8, 8, 3, 1), RefShuffle(8, 3, 1), 8),
+        (ops.ShuffleBlock(8, 8, 7, 1), RefShuffle(8, 7, 1), 8),
+        (ops.ShuffleBlock(4, 8, 5, 2), RefShuffle(8, 5, 2), 4),
+        (ops.ShuffleXception(8, 8, 1), RefShuffle(8, 3, 1, True), 8),
+        (ops.ShuffleXception(4, 8, 2), RefShuffle(8, 3, 2, True), 4),
+        (ops.InvertedResidual(8, 8, 1, 3), RefInvertedResidual(8, 8, 1, 3), 8),
+        (ops.InvertedResidual(8, 12, 2, 1, 5), RefInvertedResidual(8, 12, 2, 1, 5), 8),
+    ],
+    ids=["shuffle3", "shuffle7", "shuffle5-s2", "xception", "xception-s2",
+         "mbv2", "mbv2-s2-k5"],
+)
+def test_block_matches_plain_flax_reference_in_train_mode(ours, reference, in_channels):
+  x = 2.0 * x_of((4, 8, 8, in_channels), 3) + 0.5
+  variables = ours.init(jax.random.key(1), x)
+  ref_variables = reference.init(jax.random.key(1), x)
+  assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, ref_variables)
+  # Non-trivial BN parameters and running statistics.
+  variables = jax.tree.map(
+      lambda a: a + 0.1 * jax.random.normal(jax.random.key(a.size), a.shape), variables
+  )
+  got, want = _train_outputs(ours, variables, x), _train_outputs(reference, variables, x)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-4)
+  # Eval mode (running statistics) too.
+  np.testing.assert_allclose(
+      ours.apply(variables, x), reference.apply(variables, x), rtol=2e-4, atol=2e-4
+  )
+
+
+def test_block_second_order_gradients_match_reference():
+  # grad of grad through the deferred BN and the fast depthwise conv
+  # (DARTS' second-order step differentiates a gradient of such blocks).
+  x = x_of((2, 6, 6, 8), 4)
+  ours, reference = ops.ShuffleBlock(8, 8, 3, 1), RefShuffle(8, 3, 1)
+  variables = ours.init(jax.random.key(2), x)
+
+  def outer(block):
+    def inner(params, x):
+      y, _ = block.apply(
+          {**variables, "params": params}, x, train=True, mutable=["batch_stats"]
+      )
+      return jnp.sum(jnp.sin(y))
+
+    return jax.jit(jax.grad(lambda x: sum(
+        jnp.sum(g ** 2) for g in jax.tree.leaves(jax.grad(inner)(variables["params"], x))
+    )))(x)
+
+  np.testing.assert_allclose(outer(ours), outer(reference), rtol=1e-3, atol=1e-4)
