@@ -157,15 +157,19 @@ class DeferredNorm:
   ``inputs`` with BatchNorm folded into a per-channel ``multiplier`` and
   ``offset`` (``scale / sqrt(var + eps)`` and ``bias - mean * multiplier``).
   A consumer either calls :meth:`materialize` or passes its own op to
-  :meth:`then`; both keep only ``inputs`` (and the (C,) vectors) for the
-  backward pass. A pytree (arrays are leaves, ``activation`` is static), so it
-  can cross ``jit``/``vmap`` boundaries and Flax module calls.
+  :meth:`then`; with ``rematerialize`` (the default) both keep only
+  ``inputs`` (and the (C,) vectors) for the backward pass. A pytree (arrays
+  are leaves, ``activation`` and ``rematerialize`` are static), so it can
+  cross ``jit``/``vmap`` boundaries and Flax module calls.
 
   Attributes:
     inputs: (..., C) values before normalisation.
     multiplier: (C,) per-channel factor.
     offset: (C,) per-channel shift.
     activation: ``None``, ``"relu"`` or ``"relu6"``.
+    rematerialize: compute through :func:`rematerialized` (a custom VJP:
+      less memory in training, no forward-mode AD); ``False`` computes
+      plainly, as BatchNorm does in inference mode.
 
   Example:
     >>> import jax.numpy as jnp
@@ -182,6 +186,7 @@ class DeferredNorm:
   multiplier: jax.Array
   offset: jax.Array
   activation: str | None = flax.struct.field(pytree_node=False, default=None)
+  rematerialize: bool = flax.struct.field(pytree_node=False, default=True)
 
   @property
   def shape(self) -> tuple[int, ...]:
@@ -209,9 +214,8 @@ class DeferredNorm:
       ``fn(act(inputs * multiplier + offset), *params)``.
     """
     body = functools.partial(_affine_activation_then, self.activation, fn)
-    return rematerialized(
-        body, self.inputs, self.multiplier, self.offset, *params
-    )
+    args = (self.inputs, self.multiplier, self.offset, *params)
+    return rematerialized(body, *args) if self.rematerialize else body(*args)
 
 
 def as_array(x: jax.Array | DeferredNorm) -> jax.Array:
@@ -234,8 +238,9 @@ class BatchNorm(nn.Module):
   (``momentum * old + (1 - momentum) * batch``, biased batch variance, no
   update while initialising) and the same outputs and gradients up to float32
   round-off. Called with ``defer=True`` it returns a :class:`DeferredNorm`
-  for the next op to consume; either way the backward pass keeps only the
-  input (the activation's mask is recomputed).
+  for the next op to consume; either way, in training mode the backward pass
+  keeps only the input (the activation's mask is recomputed). Inference mode
+  (``use_running_average``) computes plainly, so forward-mode AD works there.
 
   Attributes:
     use_running_average: normalise with the running statistics (eval).
@@ -304,5 +309,11 @@ class BatchNorm(nn.Module):
         running_mean.value = keep * running_mean.value + (1 - keep) * mean
         running_var.value = keep * running_var.value + (1 - keep) * var
     multiplier = scale * lax.rsqrt(var + self.epsilon)
-    deferred = DeferredNorm(x, multiplier, bias - mean * multiplier, self.activation)
+    deferred = DeferredNorm(
+        x,
+        multiplier,
+        bias - mean * multiplier,
+        self.activation,
+        rematerialize=not self.use_running_average,
+    )
     return deferred if defer else deferred.materialize()

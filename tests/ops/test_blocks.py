@@ -429,3 +429,18 @@ def test_block_second_order_gradients_match_reference():
     )))(x)
 
   np.testing.assert_allclose(outer(ours), outer(reference), rtol=1e-3, atol=1e-4)
+
+
+def test_inference_mode_supports_forward_mode_ad():
+  # Training mode rematerialises through a custom VJP (reverse mode only);
+  # inference mode computes plainly, so jvp works there with XLA's convs.
+  x = x_of((2, 6, 6, 8), 5)
+  block = ops.ShuffleBlock(8, 8, 3, 1, implementation="xla")
+  variables = block.init(jax.random.key(0), x)
+  f = lambda x: block.apply(variables, x)
+  _, tangent = jax.jvp(f, (x,), (jnp.ones_like(x),))
+  want = jax.vjp(f, x)[1]  # the same linear map, via reverse mode
+  probe = jax.random.normal(jax.random.key(1), tangent.shape)
+  np.testing.assert_allclose(
+      jnp.vdot(tangent, probe), jnp.vdot(jnp.ones_like(x), want(probe)[0]), rtol=1e-4
+  )
