@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -43,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jaxmutate as jm  # noqa: E402
 from jaxmutate.algorithms._darts import arch_gradient, init_darts_state, make_darts_steps  # noqa: E402
 from jaxmutate.models.darts import DARTS_OPS, DartsBackbone, darts_op  # noqa: E402
+from machine import machine_info  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -240,10 +239,11 @@ def main() -> None:
     # A normal and a reduction cell with 2 nodes: the second-order step of the
     # 3x3 config of darts_digits.py takes many minutes to compile on 2 cores.
     steps = bench_search_steps(batch=64, num_layers=2, num_nodes=2, channels=8, repeats=10, fast_compile=True)
+  machine = machine_info()
   results = {
       "quick": args.quick,
-      "machine": platform.processor() or platform.machine(),
-      "cpu_count": os.cpu_count(),
+      "machine": machine["cpu_model"],
+      "cpu_count": machine["cpu_cores"],
       "jax": jax.__version__,
       "flax": __import__("flax").__version__,
       "mixed_op": mixed,

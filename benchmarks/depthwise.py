@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -46,6 +45,7 @@ from jaxmutate.ops import (  # noqa: E402
     channel_shuffle,
     depthwise_conv,
 )
+from machine import machine_info  # noqa: E402
 
 
 def grouped_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -268,24 +268,6 @@ def bench_train_step(batch, size, warmup, iters) -> dict:
       flush=True,
   )
   return row
-
-
-def machine_info() -> dict:
-  cpu = "unknown"
-  try:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        cpu = line.split(":", 1)[1].strip()
-        break
-  except OSError:
-    pass
-  return dict(
-      cpu=cpu,
-      cores=os.cpu_count(),
-      jax=jax.__version__,
-      backend=jax.default_backend(),
-      python=platform.python_version(),
-  )
 
 
 def main() -> None:

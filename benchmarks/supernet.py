@@ -32,21 +32,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import jaxmutate as jm
+from machine import machine_info
 
 CANDIDATES = ("conv3", "conv5", "conv7", "skip")
 KERNEL_SIZES = {"conv3": 3, "conv5": 5, "conv7": 7}
@@ -213,30 +211,6 @@ def time_pair(fn: Callable[[], Any], baseline: Callable[[], Any], reps: int, war
 
 def summary(ratios: Sequence[float]) -> dict[str, float]:
   return {"min": float(np.min(ratios)), "median": float(np.median(ratios)), "max": float(np.max(ratios))}
-
-
-def machine_info() -> dict[str, Any]:
-  """CPU model, core count, accelerator and library versions."""
-  cpu_model = platform.processor() or "unknown"
-  try:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        cpu_model = line.split(":", 1)[1].strip()
-        break
-  except OSError:
-    pass
-  return {
-      "cpu_model": cpu_model,
-      "cpu_cores": os.cpu_count(),
-      "platform": platform.platform(),
-      "jax_backend": jax.default_backend(),
-      "devices": [str(d) for d in jax.devices()],
-      "gpu": "none available in this run" if jax.default_backend() == "cpu" else jax.default_backend(),
-      "python": platform.python_version(),
-      "jax": jax.__version__,
-      "jaxlib": jax.lib.__version__ if hasattr(jax, "lib") else "unknown",
-      "flax": flax.__version__,
-  }
 
 
 def sample_archs(mutator: Any, key: jax.Array, count: int) -> list[dict[str, jax.Array]]:

@@ -218,6 +218,45 @@ class DeferredNorm:
     return rematerialized(body, *args) if self.rematerialize else body(*args)
 
 
+def apply_to_input(
+    x: jax.Array | DeferredNorm,
+    fn: Callable[..., jax.Array],
+    *params: jax.Array,
+    dtype: Any = None,
+) -> jax.Array:
+  """``fn(x, *params)`` for an array or a :class:`DeferredNorm` input.
+
+  What a layer that accepts deferred inputs calls: an array and the params
+  are promoted to a common dtype (``dtype`` if given, as flax layers do); a
+  deferred input runs ``fn`` inside its rematerialised op, with the params
+  cast to the computation dtype.
+
+  Args:
+    x: the layer input.
+    fn: ``fn(y, *params)``; it must not close over traced values.
+    *params: the layer's arrays (kernel, bias, ...).
+    dtype: computation dtype (``None``: inferred from ``x`` and ``params``).
+
+  Returns:
+    ``fn(x, *params)``, with ``x`` materialised inside ``fn``'s op if deferred.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxmutate.ops._batch_norm import DeferredNorm, apply_to_input
+    >>> matmul = lambda y, w: y @ w
+    >>> apply_to_input(jnp.ones((1, 2)), matmul, jnp.ones((2, 1))).tolist()
+    [[2.0]]
+    >>> deferred = DeferredNorm(jnp.ones((1, 2)), jnp.full(2, 3.0), jnp.zeros(2))
+    >>> apply_to_input(deferred, matmul, jnp.ones((2, 1))).tolist()
+    [[6.0]]
+  """
+  if isinstance(x, DeferredNorm):
+    dtype = dtype or jnp.result_type(x.dtype, *params)
+    return x.then(fn, *(p.astype(dtype) for p in params))
+  x, *params = nn.dtypes.promote_dtype(x, *params, dtype=dtype)
+  return fn(x, *params)
+
+
 def as_array(x: jax.Array | DeferredNorm) -> jax.Array:
   """``x`` itself, or the materialised activation of a :class:`DeferredNorm`.
 

@@ -14,6 +14,7 @@ from jaxmutate.ops._batch_norm import (
     BN_MOMENTUM,
     BatchNorm,
     DeferredNorm,
+    apply_to_input,
     as_array,
     check_activation,
 )
@@ -110,11 +111,7 @@ class PointwiseConv(nn.Module):
         "kernel", self.kernel_init, (1, 1, channels, self.features),
         self.param_dtype,
     )
-    if isinstance(x, DeferredNorm):
-      dtype = self.dtype or jnp.result_type(x.dtype, kernel)
-      return x.then(_pointwise, kernel[0, 0].astype(dtype))
-    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-    return _pointwise(x, kernel[0, 0])
+    return apply_to_input(x, _pointwise, kernel[0, 0], dtype=self.dtype)
 
 
 class ConvBN(nn.Module):

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxmutate.ops._batch_norm import DeferredNorm
+from jaxmutate.ops._batch_norm import apply_to_input
 from jaxmutate.registry import MODELS
 
 Implementation = Literal["shifted", "xla"]
@@ -206,6 +207,25 @@ def _shifted_forward(
   return _shifted_forward_padded(xp, kernel, stride, dilation)
 
 
+def _tap_window(
+    xp: jax.Array,
+    i: int,
+    j: int,
+    out_size: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+) -> jax.Array:
+  """The (N, Ho, Wo, C) window of padded ``xp`` that kernel tap (i, j) reads."""
+  n, _, _, c = xp.shape
+  (ho, wo), (sh, sw), (dh, dw) = out_size, stride, dilation
+  return lax.slice(
+      xp,
+      (0, i * dh, j * dw, 0),
+      (n, i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, c),
+      (1, sh, sw, 1),
+  )
+
+
 def _shifted_forward_padded(
     xp: jax.Array,
     kernel: jax.Array,
@@ -213,7 +233,7 @@ def _shifted_forward_padded(
     dilation: tuple[int, int],
 ) -> jax.Array:
   """:func:`_shifted_forward` of an already padded input (VALID conv)."""
-  n, h, w, c = xp.shape
+  _, h, w, c = xp.shape
   kh, kw, _ = kernel.shape
   (sh, sw), (dh, dw) = stride, dilation
   ho = _out_size(h, (0, 0), kh, sh, dh)
@@ -221,12 +241,7 @@ def _shifted_forward_padded(
   out = None
   for i in range(kh):
     for j in range(kw):
-      window = lax.slice(
-          xp,
-          (0, i * dh, j * dw, 0),
-          (n, i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, c),
-          (1, sh, sw, 1),
-      )
+      window = _tap_window(xp, i, j, (ho, wo), stride, dilation)
       # Explicit (1, 1, 1, C) keeps this valid under rank-promotion="raise".
       term = window * kernel[i, j].reshape(1, 1, 1, c)
       out = term if out is None else out + term
@@ -284,17 +299,11 @@ def _kernel_grad_chunk(
   (XLA fuses the shifted slices and products into it), instead of one
   materialised slice and one reduction per tap.
   """
-  n, ho, wo, c = g.shape
-  (sh, sw), (dh, dw) = stride, dilation
+  _, ho, wo, c = g.shape
   products = []
   for i in range(ksize[0]):
     for j in range(ksize[1]):
-      window = lax.slice(
-          xp,
-          (0, i * dh, j * dw, 0),
-          (n, i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, c),
-          (1, sh, sw, 1),
-      )
+      window = _tap_window(xp, i, j, (ho, wo), stride, dilation)
       products.append((window * g).reshape(-1, c))
   zeros = [jnp.zeros((), g.dtype)] * len(products)
   sums = lax.reduce(
@@ -611,12 +620,8 @@ class DepthwiseConv(nn.Module):
         padding=self.padding,
         implementation=self.implementation,
     )
-    if isinstance(x, DeferredNorm):
-      dtype = self.dtype or jnp.result_type(x.dtype, kernel)
-      params = (kernel,) if bias is None else (kernel, bias)
-      return x.then(conv, *(p.astype(dtype) for p in params))
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    return conv(x, kernel, bias)
+    params = (kernel,) if bias is None else (kernel, bias)
+    return apply_to_input(x, conv, *params, dtype=self.dtype)
 
 
 def _depthwise_conv_with_bias(
