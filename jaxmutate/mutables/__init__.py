@@ -10,6 +10,8 @@ from jaxmutate.mutables._diff import DiffMutableOP as DiffMutableOP
 from jaxmutate.mutables._diff import GumbelChoiceRoute as GumbelChoiceRoute
 from jaxmutate.mutables._diff import GumbelMutableOP as GumbelMutableOP
 from jaxmutate.mutables._diff import OneHotMutableOP as OneHotMutableOP
+from jaxmutate.mutables._diff import GUMBEL_RNG as GUMBEL_RNG
+from jaxmutate.mutables._diff import check_temperature as check_temperature
 from jaxmutate.mutables._diff import gumbel_softmax as gumbel_softmax
 from jaxmutate.mutables._diff import gumbel_temperature_schedule as gumbel_temperature_schedule
 from jaxmutate.mutables._dispatch import switch as switch
@@ -21,6 +23,8 @@ from jaxmutate.mutables._value import OneShotMutableValue as OneShotMutableValue
 
 __all__ = [
     "BaseMutable",
+    "GUMBEL_RNG",
+    "check_temperature",
     "ChoiceRoute",
     "DiffChoiceRoute",
     "DiffMutableModule",

@@ -14,6 +14,7 @@ Example:
 """
 
 from jaxmutate.ops._common import Identity
+from jaxmutate.ops._common import batch_norm
 from jaxmutate.ops._darts import DartsDilConv
 from jaxmutate.ops._darts import DartsPoolBN
 from jaxmutate.ops._darts import DartsSepConv
@@ -38,6 +39,7 @@ __all__ = [
     "InvertedResidual",
     "ShuffleBlock",
     "ShuffleXception",
+    "batch_norm",
     "channel_shuffle",
     "default_implementation",
     "depthwise_conv",
