@@ -28,8 +28,9 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -38,10 +39,11 @@ import numpy as np
 import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import jaxmutate as jm  # noqa: E402
-from jaxmutate.algorithms._darts import arch_gradient, init_darts_state, make_darts_steps  # noqa: E402
-from jaxmutate.models.darts import DARTS_OPS, DartsBackbone, darts_op  # noqa: E402
 from machine import machine_info  # noqa: E402
+
+import jaxmutate as jm  # noqa: E402
+from jaxmutate.algorithms import arch_gradient, init_darts_state, make_darts_steps  # noqa: E402
+from jaxmutate.models import DARTS_OPS, DartsBackbone, darts_op  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -100,7 +102,9 @@ def bench_mixed_op(batch: int, size: int, channels: int, repeats: int) -> dict[s
 
   # Inputs are arguments, not closed-over constants (XLA would constant-fold them).
   def lib_loss(params, alpha, x, target):
-    out, _ = lib.apply({"params": params, "batch_stats": lib_vars["batch_stats"]}, x, {"edge": alpha}, mutable=["batch_stats"])
+    out, _ = lib.apply(
+      {"params": params, "batch_stats": lib_vars["batch_stats"]}, x, {"edge": alpha}, mutable=["batch_stats"]
+    )
     return jnp.mean((out - target) ** 2)
 
   def hand_loss(params, alpha, x, target):
@@ -109,7 +113,10 @@ def bench_mixed_op(batch: int, size: int, channels: int, repeats: int) -> dict[s
 
   lib_grad = jax.jit(jax.value_and_grad(lib_loss, argnums=(0, 1)))
   hand_grad = jax.jit(jax.value_and_grad(hand_loss, argnums=(0, 1)))
-  (l1, (_, ga1)), (l2, (_, ga2)) = lib_grad(lib_vars["params"], alpha, x, target), hand_grad(hand_vars["params"], alpha, x, target)
+  (l1, (_, ga1)), (l2, (_, ga2)) = (
+    lib_grad(lib_vars["params"], alpha, x, target),
+    hand_grad(hand_vars["params"], alpha, x, target),
+  )
   np.testing.assert_allclose(l1, l2, rtol=1e-5)
   np.testing.assert_allclose(ga1, ga2, rtol=1e-4, atol=1e-7)
 
@@ -117,7 +124,11 @@ def bench_mixed_op(batch: int, size: int, channels: int, repeats: int) -> dict[s
 
   def gumbel_loss(params, alpha, key, x, target):
     out, _ = gumbel.apply(
-        {"params": params, "batch_stats": lib_vars["batch_stats"]}, x, {"edge": alpha}, mutable=["batch_stats"], rngs={"gumbel": key}
+      {"params": params, "batch_stats": lib_vars["batch_stats"]},
+      x,
+      {"edge": alpha},
+      mutable=["batch_stats"],
+      rngs={"gumbel": key},
     )
     return jnp.mean((out - target) ** 2)
 
@@ -131,18 +142,26 @@ def bench_mixed_op(batch: int, size: int, channels: int, repeats: int) -> dict[s
     t_gumbel.append(median_time(lambda: gumbel_grad(lib_vars["params"], alpha, next(keys), x, target), repeats))
   hand_s, lib_s, gumbel_s = min(t_hand), min(t_lib), min(t_gumbel)
   return {
-      "shape": [batch, size, size, channels],
-      "hand_written_s": hand_s,
-      "diff_mutable_op_s": lib_s,
-      "ratio_diff_mutable_op_vs_hand": lib_s / hand_s,
-      "gumbel_hard_op_s": gumbel_s,
-      "ratio_gumbel_hard_vs_soft_mixture": gumbel_s / lib_s,
+    "shape": [batch, size, size, channels],
+    "hand_written_s": hand_s,
+    "diff_mutable_op_s": lib_s,
+    "ratio_diff_mutable_op_vs_hand": lib_s / hand_s,
+    "gumbel_hard_op_s": gumbel_s,
+    "ratio_gumbel_hard_vs_soft_mixture": gumbel_s / lib_s,
   }
 
 
-def bench_search_steps(batch: int, num_layers: int, num_nodes: int, channels: int, repeats: int, fast_compile: bool) -> dict[str, Any]:
-  net = DartsBackbone(base_channels=channels, num_layers=num_layers, num_nodes=num_nodes, stem_multiplier=2, num_classes=10,
-                      reduction_layers=tuple(range(1, num_layers)))
+def bench_search_steps(
+  batch: int, num_layers: int, num_nodes: int, channels: int, repeats: int, fast_compile: bool
+) -> dict[str, Any]:
+  net = DartsBackbone(
+    base_channels=channels,
+    num_layers=num_layers,
+    num_nodes=num_nodes,
+    stem_multiplier=2,
+    num_classes=10,
+    reduction_layers=tuple(range(1, num_layers)),
+  )
   from jaxmutate.data import load_digits
 
   data = load_digits(0)
@@ -154,10 +173,16 @@ def bench_search_steps(batch: int, num_layers: int, num_nodes: int, channels: in
   weight_opt = optax.chain(optax.add_decayed_weights(3e-4), optax.sgd(0.05, momentum=0.9))
   arch_opt = optax.adam(3e-3, b1=0.5)
   state, mutator, _ = init_darts_state(net, jm.DiffModuleMutator(), weight_opt, arch_opt, jax.random.key(0), x, options)
-  results: dict[str, Any] = {"config": dict(batch=batch, num_layers=num_layers, num_nodes=num_nodes, base_channels=channels, fast_compile=fast_compile)}
+  results: dict[str, Any] = {
+    "config": dict(
+      batch=batch, num_layers=num_layers, num_nodes=num_nodes, base_channels=channels, fast_compile=fast_compile
+    )
+  }
   steps = {}
   for name, unroll in (("first_order", False), ("second_order", True)):
-    steps[name] = make_darts_steps(net, mutator, weight_opt, arch_opt, unroll=unroll, unroll_lr=0.05, compiler_options=options)
+    steps[name] = make_darts_steps(
+      net, mutator, weight_opt, arch_opt, unroll=unroll, unroll_lr=0.05, compiler_options=options
+    )
     start = time.perf_counter()
     jax.block_until_ready(steps[name].search_step(state, (x, y), (xv, yv), jax.random.key(1)))
     results[f"{name}_compile_s"] = time.perf_counter() - start
@@ -165,8 +190,8 @@ def bench_search_steps(batch: int, num_layers: int, num_nodes: int, channels: in
   grads = {}
   for name, xi in (("first_order", 0.0), ("second_order", 0.05)):
     fn = jax.jit(
-        lambda p, b, a, tb, vb, xi=xi: arch_gradient(net, mutator, p, b, a, tb, vb, jax.random.key(2), unroll_lr=xi)[1],
-        compiler_options=options,
+      lambda p, b, a, tb, vb, xi=xi: arch_gradient(net, mutator, p, b, a, tb, vb, jax.random.key(2), unroll_lr=xi)[1],
+      compiler_options=options,
     )
     jax.block_until_ready(fn(state.params, state.batch_stats, state.arch_params, (x, y), (xv, yv)))
     grads[name] = fn
@@ -175,16 +200,20 @@ def bench_search_steps(batch: int, num_layers: int, num_nodes: int, channels: in
   for _ in range(3):
     for name in ("first_order", "second_order"):
       t[name].append(median_time(lambda: steps[name].search_step(state, (x, y), (xv, yv), jax.random.key(1)), repeats))
-      t[f"grad_{name}"].append(median_time(lambda: grads[name](state.params, state.batch_stats, state.arch_params, (x, y), (xv, yv)), repeats))
+      t[f"grad_{name}"].append(
+        median_time(lambda: grads[name](state.params, state.batch_stats, state.arch_params, (x, y), (xv, yv)), repeats)
+      )
   best = {k: min(v) for k, v in t.items()}
-  results.update({
+  results.update(
+    {
       "first_order_step_s": best["first_order"],
       "second_order_step_s": best["second_order"],
       "ratio_second_vs_first_order_step": best["second_order"] / best["first_order"],
       "first_order_arch_grad_s": best["grad_first_order"],
       "second_order_arch_grad_s": best["grad_second_order"],
       "ratio_second_vs_first_order_arch_grad": best["grad_second_order"] / best["grad_first_order"],
-  })
+    }
+  )
   return results
 
 
@@ -193,34 +222,34 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
   b, h, w, c = mixed["shape"]
   cfg = steps["config"]
   lines = [
-      "# DARTS benchmarks",
-      "",
-      f"`python benchmarks/darts.py{' --quick' if results['quick'] else ''}` on {results['machine']}, jax {results['jax']}, "
-      f"flax {results['flax']} (CPU, {results['cpu_count']} cores). Medians after warm-up; every ratio is against a baseline",
-      "timed in the same process, interleaved (best of 3 medians each).",
-      "",
-      "| measurement | time | ratio | target |",
-      "|---|---|---|---|",
-      f"| mixed op fwd+bwd, hand-written Flax Σ softmax(α)ᵢ·opᵢ(x) ({b}×{h}×{w}×{c}, 8 DARTS ops) | {mixed['hand_written_s'] * 1e3:.2f} ms | 1.00× | baseline |",
-      f"| mixed op fwd+bwd, `DiffMutableOP` | {mixed['diff_mutable_op_s'] * 1e3:.2f} ms | {mixed['ratio_diff_mutable_op_vs_hand']:.3f}× | ≤ 1.10× |",
-      f"| `GumbelMutableOP(hard=True)` fwd+bwd (one sampled op via `switch`) | {mixed['gumbel_hard_op_s'] * 1e3:.2f} ms | {mixed['ratio_gumbel_hard_vs_soft_mixture']:.3f}× of the soft mixture | < 1× |",
-      f"| DARTS search step, first order (arch + weight step, {cfg['num_layers']} cells × {cfg['num_nodes']} nodes, C={cfg['base_channels']}, batch {cfg['batch']}) | {steps['first_order_step_s'] * 1e3:.1f} ms | 1.00× | baseline |",
-      f"| DARTS search step, exact second order (unrolled, HVP by AD) | {steps['second_order_step_s'] * 1e3:.1f} ms | {steps['ratio_second_vs_first_order_step']:.2f}× | ≲ 3× |",
-      f"| architecture gradient alone, first order | {steps['first_order_arch_grad_s'] * 1e3:.1f} ms | 1.00× | baseline |",
-      f"| architecture gradient alone, exact second order | {steps['second_order_arch_grad_s'] * 1e3:.1f} ms | {steps['ratio_second_vs_first_order_arch_grad']:.2f}× | — |",
-      "",
-      f"Compile times of the search steps (XLA optimisation level {'0, as the configs use' if cfg['fast_compile'] else 'default'}): "
-      f"first order {steps['first_order_compile_s']:.0f} s, second order {steps['second_order_compile_s']:.0f} s.",
-      "",
-      "Notes: the second-order step differentiates through one unrolled weight step",
-      "(`∇α L_val(w − ξ∇w L_train(w, α), α)`), which costs one extra forward/backward of the",
-      "training loss plus its reverse-mode derivative; MMRazor approximates the same term with",
-      "two extra finite-difference passes (and, due to a bug, never applies the virtual step).",
-      "The architecture gradient alone is a skewed baseline: its first-order form needs no weight",
-      "gradients at all (XLA drops the kernel-gradient work of every conv), while the second-order",
-      "form needs the full weight gradient of the virtual step and differentiates through it. The",
-      "search step, which computes the weight gradient in both variants, is the fair comparison.",
-      "",
+    "# DARTS benchmarks",
+    "",
+    f"`python benchmarks/darts.py{' --quick' if results['quick'] else ''}` on {results['machine']}, jax {results['jax']}, "
+    f"flax {results['flax']} (CPU, {results['cpu_count']} cores). Medians after warm-up; every ratio is against a baseline",
+    "timed in the same process, interleaved (best of 3 medians each).",
+    "",
+    "| measurement | time | ratio | target |",
+    "|---|---|---|---|",
+    f"| mixed op fwd+bwd, hand-written Flax Σ softmax(α)ᵢ·opᵢ(x) ({b}×{h}×{w}×{c}, 8 DARTS ops) | {mixed['hand_written_s'] * 1e3:.2f} ms | 1.00× | baseline |",
+    f"| mixed op fwd+bwd, `DiffMutableOP` | {mixed['diff_mutable_op_s'] * 1e3:.2f} ms | {mixed['ratio_diff_mutable_op_vs_hand']:.3f}× | ≤ 1.10× |",
+    f"| `GumbelMutableOP(hard=True)` fwd+bwd (one sampled op via `switch`) | {mixed['gumbel_hard_op_s'] * 1e3:.2f} ms | {mixed['ratio_gumbel_hard_vs_soft_mixture']:.3f}× of the soft mixture | < 1× |",
+    f"| DARTS search step, first order (arch + weight step, {cfg['num_layers']} cells × {cfg['num_nodes']} nodes, C={cfg['base_channels']}, batch {cfg['batch']}) | {steps['first_order_step_s'] * 1e3:.1f} ms | 1.00× | baseline |",
+    f"| DARTS search step, exact second order (unrolled, HVP by AD) | {steps['second_order_step_s'] * 1e3:.1f} ms | {steps['ratio_second_vs_first_order_step']:.2f}× | ≲ 3× |",
+    f"| architecture gradient alone, first order | {steps['first_order_arch_grad_s'] * 1e3:.1f} ms | 1.00× | baseline |",
+    f"| architecture gradient alone, exact second order | {steps['second_order_arch_grad_s'] * 1e3:.1f} ms | {steps['ratio_second_vs_first_order_arch_grad']:.2f}× | — |",
+    "",
+    f"Compile times of the search steps (XLA optimisation level {'0, as the configs use' if cfg['fast_compile'] else 'default'}): "
+    f"first order {steps['first_order_compile_s']:.0f} s, second order {steps['second_order_compile_s']:.0f} s.",
+    "",
+    "Notes: the second-order step differentiates through one unrolled weight step",
+    "(`∇α L_val(w − ξ∇w L_train(w, α), α)`), which costs one extra forward/backward of the",
+    "training loss plus its reverse-mode derivative; MMRazor approximates the same term with",
+    "two extra finite-difference passes (and, due to a bug, never applies the virtual step).",
+    "The architecture gradient alone is a skewed baseline: its first-order form needs no weight",
+    "gradients at all (XLA drops the kernel-gradient work of every conv), while the second-order",
+    "form needs the full weight gradient of the virtual step and differentiates through it. The",
+    "search step, which computes the weight gradient in both variants, is the fair comparison.",
+    "",
   ]
   path.write_text("\n".join(lines))
 
@@ -241,13 +270,13 @@ def main() -> None:
     steps = bench_search_steps(batch=64, num_layers=2, num_nodes=2, channels=8, repeats=10, fast_compile=True)
   machine = machine_info()
   results = {
-      "quick": args.quick,
-      "machine": machine["cpu_model"],
-      "cpu_count": machine["cpu_cores"],
-      "jax": jax.__version__,
-      "flax": __import__("flax").__version__,
-      "mixed_op": mixed,
-      "search_steps": steps,
+    "quick": args.quick,
+    "machine": machine["cpu_model"],
+    "cpu_count": machine["cpu_cores"],
+    "jax": jax.__version__,
+    "flax": __import__("flax").__version__,
+    "mixed_op": mixed,
+    "search_steps": steps,
   }
   out = Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)

@@ -29,8 +29,9 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -39,23 +40,24 @@ import optax
 from jax import lax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from jaxmutate.ops import (  # noqa: E402
-    ShuffleBlock,
-    ShuffleXception,
-    channel_shuffle,
-    depthwise_conv,
-)
 from machine import machine_info  # noqa: E402
+
+from jaxmutate.ops import (  # noqa: E402
+  ShuffleBlock,
+  ShuffleXception,
+  channel_shuffle,
+  depthwise_conv,
+)
 
 
 def grouped_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return lax.conv_general_dilated(
-      x,
-      kernel[:, :, None, :],
-      (1, 1),
-      "SAME",
-      dimension_numbers=("NHWC", "HWIO", "NHWC"),
-      feature_group_count=x.shape[-1],
+    x,
+    kernel[:, :, None, :],
+    (1, 1),
+    "SAME",
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    feature_group_count=x.shape[-1],
   )
 
 
@@ -70,9 +72,7 @@ def compile_seconds(fn: Callable[..., Any], args: tuple) -> tuple[Any, float]:
   return compiled, time.perf_counter() - start
 
 
-def time_fn(
-    fn: Callable[..., Any], args: tuple, warmup: int, iters: int
-) -> tuple[float, float]:
+def time_fn(fn: Callable[..., Any], args: tuple, warmup: int, iters: int) -> tuple[float, float]:
   """(median wall ms of ``fn(*args)`` after compile and warm-up, compile s)."""
   fn, seconds = compile_seconds(fn, args)
   jax.block_until_ready(fn(*args))
@@ -98,23 +98,19 @@ def bench_convs(batches, kernels, size, channels, warmup, iters) -> list[dict]:
       for name, conv in (("grouped", grouped_conv), ("shifted", shifted_conv)):
         fwd = jax.jit(conv)
         fwd_bwd = jax.jit(lambda x, k, g, conv=conv: jax.vjp(conv, x, k)[1](g))
-        row[f"{name}_fwd_ms"], row[f"{name}_fwd_compile_s"] = time_fn(
-            fwd, (x, kernel), warmup, iters
-        )
-        row[f"{name}_fwd_bwd_ms"], row[f"{name}_fwd_bwd_compile_s"] = time_fn(
-            fwd_bwd, (x, kernel, g), warmup, iters
-        )
+        row[f"{name}_fwd_ms"], row[f"{name}_fwd_compile_s"] = time_fn(fwd, (x, kernel), warmup, iters)
+        row[f"{name}_fwd_bwd_ms"], row[f"{name}_fwd_bwd_compile_s"] = time_fn(fwd_bwd, (x, kernel, g), warmup, iters)
       row["fwd_speedup"] = row["grouped_fwd_ms"] / row["shifted_fwd_ms"]
       row["fwd_bwd_speedup"] = row["grouped_fwd_bwd_ms"] / row["shifted_fwd_bwd_ms"]
       rows.append(row)
       print(
-          f"  b={batch:4d} k={k}  fwd {row['grouped_fwd_ms']:8.2f} -> "
-          f"{row['shifted_fwd_ms']:7.2f} ms ({row['fwd_speedup']:5.1f}x)   "
-          f"fwd+bwd {row['grouped_fwd_bwd_ms']:8.2f} -> "
-          f"{row['shifted_fwd_bwd_ms']:7.2f} ms ({row['fwd_bwd_speedup']:5.1f}x)   "
-          f"fwd+bwd compile {row['grouped_fwd_bwd_compile_s']:.2f} -> "
-          f"{row['shifted_fwd_bwd_compile_s']:.2f} s",
-          flush=True,
+        f"  b={batch:4d} k={k}  fwd {row['grouped_fwd_ms']:8.2f} -> "
+        f"{row['shifted_fwd_ms']:7.2f} ms ({row['fwd_speedup']:5.1f}x)   "
+        f"fwd+bwd {row['grouped_fwd_bwd_ms']:8.2f} -> "
+        f"{row['shifted_fwd_bwd_ms']:7.2f} ms ({row['fwd_bwd_speedup']:5.1f}x)   "
+        f"fwd+bwd compile {row['grouped_fwd_bwd_compile_s']:.2f} -> "
+        f"{row['shifted_fwd_bwd_compile_s']:.2f} s",
+        flush=True,
       )
   return rows
 
@@ -131,12 +127,12 @@ class TextbookConvBN(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     channels, pad = x.shape[-1], self.kernel_size // 2
     x = nn.Conv(
-        channels if self.depthwise else self.features,
-        (self.kernel_size, self.kernel_size),
-        padding=((pad, pad), (pad, pad)),
-        feature_group_count=channels if self.depthwise else 1,
-        use_bias=False,
-        name="conv",
+      channels if self.depthwise else self.features,
+      (self.kernel_size, self.kernel_size),
+      padding=((pad, pad), (pad, pad)),
+      feature_group_count=channels if self.depthwise else 1,
+      use_bias=False,
+      name="conv",
     )(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name="bn")(x)
     return nn.relu(x) if self.relu else x
@@ -212,10 +208,10 @@ def bench_train_step(batch, size, warmup, iters) -> dict:
     def step(params, stats, opt_state, x, y, model=model):
       def loss_fn(params):
         logits, updates = model.apply(
-            {"params": params, "batch_stats": stats},
-            x,
-            train=True,
-            mutable=["batch_stats"],
+          {"params": params, "batch_stats": stats},
+          x,
+          train=True,
+          mutable=["batch_stats"],
         )
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
         return loss, updates["batch_stats"]
@@ -226,9 +222,7 @@ def bench_train_step(batch, size, warmup, iters) -> dict:
 
     state = (params, stats, opt_state)
     steps[name], row[f"{name}_compile_s"] = compile_seconds(step, (*state, x, y))
-    row[f"{name}_temp_mib"] = (
-        steps[name].memory_analysis().temp_size_in_bytes / 2**20
-    )
+    row[f"{name}_temp_mib"] = steps[name].memory_analysis().temp_size_in_bytes / 2**20
     for _ in range(warmup + 1):  # a few real steps first (page faults)
       state = steps[name](*state, x, y)[:3]
     states[name] = jax.block_until_ready(state)
@@ -246,26 +240,24 @@ def bench_train_step(batch, size, warmup, iters) -> dict:
     row[f"{name}_step_ms"] = statistics.median(times[name]) * 1e3
     row[f"{name}_step_min_ms"] = min(times[name]) * 1e3
     print(
-        f"  train step ({name}): median {row[f'{name}_step_ms']:.1f} ms (min "
-        f"{row[f'{name}_step_min_ms']:.1f}), compile "
-        f"{row[f'{name}_compile_s']:.2f} s, XLA temp buffer "
-        f"{row[f'{name}_temp_mib']:.0f} MiB",
-        flush=True,
+      f"  train step ({name}): median {row[f'{name}_step_ms']:.1f} ms (min "
+      f"{row[f'{name}_step_min_ms']:.1f}), compile "
+      f"{row[f'{name}_compile_s']:.2f} s, XLA temp buffer "
+      f"{row[f'{name}_temp_mib']:.0f} MiB",
+      flush=True,
     )
   row["speedup"] = row["grouped_step_ms"] / row["shifted_step_ms"]
   row["speedup_vs_flax"] = row["flax_step_ms"] / row["shifted_step_ms"]
   # Load from other jobs comes and goes over seconds: the median of the
   # ratios of steps timed back to back is the steadiest figure.
   for base, key in (("grouped", "paired_speedup"), ("flax", "paired_speedup_vs_flax")):
-    row[key] = statistics.median(
-        b / s for b, s in zip(times[base], times["shifted"])
-    )
+    row[key] = statistics.median(b / s for b, s in zip(times[base], times["shifted"]))
   print(
-      f"  speedup (ratio of medians / median of paired ratios): "
-      f"{row['speedup_vs_flax']:.2f}x / {row['paired_speedup_vs_flax']:.2f}x vs "
-      f"textbook flax, {row['speedup']:.2f}x / {row['paired_speedup']:.2f}x vs "
-      "the same blocks with grouped convs",
-      flush=True,
+    f"  speedup (ratio of medians / median of paired ratios): "
+    f"{row['speedup_vs_flax']:.2f}x / {row['paired_speedup_vs_flax']:.2f}x vs "
+    f"textbook flax, {row['speedup']:.2f}x / {row['paired_speedup']:.2f}x vs "
+    "the same blocks with grouped convs",
+    flush=True,
   )
   return row
 
@@ -273,23 +265,17 @@ def bench_train_step(batch, size, warmup, iters) -> dict:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--quick", action="store_true", help="tiny smoke run")
+  parser.add_argument("--step-only", action="store_true", help="only the train step (no write)")
   parser.add_argument(
-      "--step-only", action="store_true", help="only the train step (no write)"
-  )
-  parser.add_argument(
-      "--out",
-      default=str(Path(__file__).resolve().parent / "results" / "depthwise.json"),
-      help="where to write the JSON results (the quick run does not write)",
+    "--out",
+    default=str(Path(__file__).resolve().parent / "results" / "depthwise.json"),
+    help="where to write the JSON results (the quick run does not write)",
   )
   args = parser.parse_args()
   if args.quick:
-    batches, kernels, size, warmup, iters, step_batch, step_iters = (
-        (2,), (3,), 8, 1, 2, 4, 2
-    )
+    batches, kernels, size, warmup, iters, step_batch, step_iters = ((2,), (3,), 8, 1, 2, 4, 2)
   else:
-    batches, kernels, size, warmup, iters, step_batch, step_iters = (
-        (64, 256), (3, 5, 7), 32, 3, 10, 64, 20
-    )
+    batches, kernels, size, warmup, iters, step_batch, step_iters = ((64, 256), (3, 5, 7), 32, 3, 10, 64, 20)
   info = machine_info()
   info["load_average_start"] = list(os.getloadavg())
   print(f"machine: {info}")
@@ -303,30 +289,32 @@ def main() -> None:
   info["load_average_end"] = list(os.getloadavg())
   results = dict(machine=info, quick=args.quick, convs=convs, train_step=step)
 
-  print("\n| batch | k | fwd grouped ms | fwd shifted ms | fwd speedup | "
-        "fwd+bwd grouped ms | fwd+bwd shifted ms | fwd+bwd speedup | "
-        "fwd+bwd compile grouped / shifted s |")
+  print(
+    "\n| batch | k | fwd grouped ms | fwd shifted ms | fwd speedup | "
+    "fwd+bwd grouped ms | fwd+bwd shifted ms | fwd+bwd speedup | "
+    "fwd+bwd compile grouped / shifted s |"
+  )
   print("|---|---|---|---|---|---|---|---|---|")
   for r in convs:
     print(
-        f"| {r['batch']} | {r['kernel_size']} | {r['grouped_fwd_ms']:.2f} | "
-        f"{r['shifted_fwd_ms']:.2f} | {r['fwd_speedup']:.1f}x | "
-        f"{r['grouped_fwd_bwd_ms']:.2f} | {r['shifted_fwd_bwd_ms']:.2f} | "
-        f"{r['fwd_bwd_speedup']:.1f}x | {r['grouped_fwd_bwd_compile_s']:.2f} / "
-        f"{r['shifted_fwd_bwd_compile_s']:.2f} |"
+      f"| {r['batch']} | {r['kernel_size']} | {r['grouped_fwd_ms']:.2f} | "
+      f"{r['shifted_fwd_ms']:.2f} | {r['fwd_speedup']:.1f}x | "
+      f"{r['grouped_fwd_bwd_ms']:.2f} | {r['shifted_fwd_bwd_ms']:.2f} | "
+      f"{r['fwd_bwd_speedup']:.1f}x | {r['grouped_fwd_bwd_compile_s']:.2f} / "
+      f"{r['shifted_fwd_bwd_compile_s']:.2f} |"
     )
   print(
-      f"\n| train step (b{step['batch']}) | flax ms | grouped ms | shifted ms | "
-      f"speedup vs flax (paired) | speedup vs grouped (paired) | XLA temp flax / grouped / "
-      f"shifted MiB | compile flax / grouped / shifted s |\n"
-      f"|---|---|---|---|---|---|---|---|\n| SPOS ShuffleNet ops, 8 blocks | "
-      f"{step['flax_step_ms']:.1f} | {step['grouped_step_ms']:.1f} | "
-      f"{step['shifted_step_ms']:.1f} | {step['speedup_vs_flax']:.2f}x "
-      f"({step['paired_speedup_vs_flax']:.2f}x) | {step['speedup']:.2f}x "
-      f"({step['paired_speedup']:.2f}x) | {step['flax_temp_mib']:.0f} / "
-      f"{step['grouped_temp_mib']:.0f} / {step['shifted_temp_mib']:.0f} | "
-      f"{step['flax_compile_s']:.2f} / {step['grouped_compile_s']:.2f} / "
-      f"{step['shifted_compile_s']:.2f} |"
+    f"\n| train step (b{step['batch']}) | flax ms | grouped ms | shifted ms | "
+    f"speedup vs flax (paired) | speedup vs grouped (paired) | XLA temp flax / grouped / "
+    f"shifted MiB | compile flax / grouped / shifted s |\n"
+    f"|---|---|---|---|---|---|---|---|\n| SPOS ShuffleNet ops, 8 blocks | "
+    f"{step['flax_step_ms']:.1f} | {step['grouped_step_ms']:.1f} | "
+    f"{step['shifted_step_ms']:.1f} | {step['speedup_vs_flax']:.2f}x "
+    f"({step['paired_speedup_vs_flax']:.2f}x) | {step['speedup']:.2f}x "
+    f"({step['paired_speedup']:.2f}x) | {step['flax_temp_mib']:.0f} / "
+    f"{step['grouped_temp_mib']:.0f} / {step['shifted_temp_mib']:.0f} | "
+    f"{step['flax_compile_s']:.2f} / {step['grouped_compile_s']:.2f} / "
+    f"{step['shifted_compile_s']:.2f} |"
   )
   if not args.quick:
     out = Path(args.out)

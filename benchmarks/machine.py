@@ -22,14 +22,14 @@ def machine_info() -> dict[str, Any]:
   except OSError:
     pass
   return {
-      "cpu_model": cpu_model,
-      "cpu_cores": os.cpu_count(),
-      "platform": platform.platform(),
-      "jax_backend": jax.default_backend(),
-      "devices": [str(d) for d in jax.devices()],
-      "gpu": "none available in this run" if jax.default_backend() == "cpu" else jax.default_backend(),
-      "python": platform.python_version(),
-      "jax": jax.__version__,
-      "jaxlib": jax.lib.__version__ if hasattr(jax, "lib") else "unknown",
-      "flax": flax.__version__,
+    "cpu_model": cpu_model,
+    "cpu_cores": os.cpu_count(),
+    "platform": platform.platform(),
+    "jax_backend": jax.default_backend(),
+    "devices": [str(d) for d in jax.devices()],
+    "gpu": "none available in this run" if jax.default_backend() == "cpu" else jax.default_backend(),
+    "python": platform.python_version(),
+    "jax": jax.__version__,
+    "jaxlib": jax.lib.__version__ if hasattr(jax, "lib") else "unknown",
+    "flax": flax.__version__,
   }

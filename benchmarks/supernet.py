@@ -42,9 +42,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from machine import machine_info
 
 import jaxmutate as jm
-from machine import machine_info
 
 CANDIDATES = ("conv3", "conv5", "conv7", "skip")
 KERNEL_SIZES = {"conv3": 3, "conv5": 5, "conv7": 7}
@@ -71,14 +71,36 @@ class Sizes:
 
 
 REAL = Sizes(
-    batch=64, channels=32, resolution=32, layers=8, forward_archs=12, train_archs=6, populations=(8, 32),
-    population_reps=3, reps=7, naive_batch=32, naive_channels=16, naive_resolution=16, naive_population=8,
-    num_subnets=10_000,
+  batch=64,
+  channels=32,
+  resolution=32,
+  layers=8,
+  forward_archs=12,
+  train_archs=6,
+  populations=(8, 32),
+  population_reps=3,
+  reps=7,
+  naive_batch=32,
+  naive_channels=16,
+  naive_resolution=16,
+  naive_population=8,
+  num_subnets=10_000,
 )
 QUICK = Sizes(
-    batch=4, channels=8, resolution=8, layers=3, forward_archs=3, train_archs=2, populations=(4,),
-    population_reps=2, reps=3, naive_batch=4, naive_channels=8, naive_resolution=8, naive_population=4,
-    num_subnets=1_000,
+  batch=4,
+  channels=8,
+  resolution=8,
+  layers=3,
+  forward_archs=3,
+  train_archs=2,
+  populations=(4,),
+  population_reps=2,
+  reps=3,
+  naive_batch=4,
+  naive_channels=8,
+  naive_resolution=8,
+  naive_population=4,
+  num_subnets=1_000,
 )
 
 
@@ -134,12 +156,12 @@ class HandWritten(nn.Module):
 def hand_written_variables(variables: dict[str, Any], arch: Sequence[int]) -> dict[str, Any]:
   """The supernet's variables of the chosen candidates, renamed for :class:`HandWritten`."""
   return {
-      col: {
-          f"layer{i}_{CANDIDATES[c]}": variables[col][f"layer{i}"][CANDIDATES[c]]
-          for i, c in enumerate(arch)
-          if CANDIDATES[c] != "skip"
-      }
-      for col in ("params", "batch_stats")
+    col: {
+      f"layer{i}_{CANDIDATES[c]}": variables[col][f"layer{i}"][CANDIDATES[c]]
+      for i, c in enumerate(arch)
+      if CANDIDATES[c] != "skip"
+    }
+    for col in ("params", "batch_stats")
   }
 
 
@@ -206,7 +228,11 @@ def time_pair(fn: Callable[[], Any], baseline: Callable[[], Any], reps: int, war
     block(baseline())
     base_times.append(time.perf_counter() - start)
   ratios = np.asarray(fn_times) / np.asarray(base_times)
-  return {"s": float(np.median(fn_times)), "baseline_s": float(np.median(base_times)), "ratio": float(np.median(ratios))}
+  return {
+    "s": float(np.median(fn_times)),
+    "baseline_s": float(np.median(base_times)),
+    "ratio": float(np.median(ratios)),
+  }
 
 
 def summary(ratios: Sequence[float]) -> dict[str, float]:
@@ -222,7 +248,9 @@ def arch_of(choices: dict[str, jax.Array], layers: int) -> tuple[int, ...]:
   return tuple(int(choices[f"layer{i}"]) for i in range(layers))
 
 
-def bench_forward(sizes: Sizes, net: Supernet, variables: dict[str, Any], x: jax.Array, archs: list[Any]) -> dict[str, Any]:
+def bench_forward(
+  sizes: Sizes, net: Supernet, variables: dict[str, Any], x: jax.Array, archs: list[Any]
+) -> dict[str, Any]:
   supernet_fn = jax.jit(lambda v, x, c: net.apply(v, x, c))
   rows = []
   for choices in archs:
@@ -233,14 +261,20 @@ def bench_forward(sizes: Sizes, net: Supernet, variables: dict[str, Any], x: jax
     max_diff = float(jnp.max(jnp.abs(supernet_fn(variables, x, choices) - hand_fn(hand_vars, x))))
     timing = time_pair(lambda: supernet_fn(variables, x, choices), lambda: hand_fn(hand_vars, x), sizes.reps)
     rows.append({"arch": [CANDIDATES[c] for c in arch], "max_abs_diff": max_diff, **timing})
-    print(f"  forward {arch}: {timing['s'] * 1e3:8.1f} ms vs {timing['baseline_s'] * 1e3:8.1f} ms  "
-          f"x{timing['ratio']:.3f}", flush=True)
+    print(
+      f"  forward {arch}: {timing['s'] * 1e3:8.1f} ms vs {timing['baseline_s'] * 1e3:8.1f} ms  x{timing['ratio']:.3f}",
+      flush=True,
+    )
   return {"rows": rows, "ratio": summary([r["ratio"] for r in rows]), "compilations": supernet_fn._cache_size()}
 
 
-def bench_train_step(sizes: Sizes, net: Supernet, variables: dict[str, Any], x: jax.Array, archs: list[Any]) -> dict[str, Any]:
+def bench_train_step(
+  sizes: Sizes, net: Supernet, variables: dict[str, Any], x: jax.Array, archs: list[Any]
+) -> dict[str, Any]:
   def supernet_loss(params, batch_stats, x, choices):
-    y, state = net.apply({"params": params, "batch_stats": batch_stats}, x, choices, train=True, mutable=["batch_stats"])
+    y, state = net.apply(
+      {"params": params, "batch_stats": batch_stats}, x, choices, train=True, mutable=["batch_stats"]
+    )
     return jnp.mean(y**2), state["batch_stats"]
 
   supernet_step = jax.jit(jax.grad(supernet_loss, has_aux=True))
@@ -258,23 +292,32 @@ def bench_train_step(sizes: Sizes, net: Supernet, variables: dict[str, Any], x: 
     grads, stats = supernet_step(variables["params"], variables["batch_stats"], x, choices)
     hand_grads, hand_stats = hand_step(hand_vars["params"], hand_vars["batch_stats"], x)
     chosen = hand_written_variables({"params": grads, "batch_stats": stats}, arch)
-    max_diff = max(
+    max_diff = (
+      max(
         float(jnp.max(jnp.abs(a - b)))
-        for a, b in zip(jax.tree.leaves((chosen["params"], chosen["batch_stats"])), jax.tree.leaves((hand_grads, hand_stats)))
-    ) if hand_vars["params"] else 0.0
+        for a, b in zip(
+          jax.tree.leaves((chosen["params"], chosen["batch_stats"])), jax.tree.leaves((hand_grads, hand_stats))
+        )
+      )
+      if hand_vars["params"]
+      else 0.0
+    )
     timing = time_pair(
-        lambda: supernet_step(variables["params"], variables["batch_stats"], x, choices),
-        lambda: hand_step(hand_vars["params"], hand_vars["batch_stats"], x),
-        max(3, sizes.reps // 2),
+      lambda: supernet_step(variables["params"], variables["batch_stats"], x, choices),
+      lambda: hand_step(hand_vars["params"], hand_vars["batch_stats"], x),
+      max(3, sizes.reps // 2),
     )
     rows.append({"arch": [CANDIDATES[c] for c in arch], "max_abs_diff": max_diff, **timing})
-    print(f"  train   {arch}: {timing['s'] * 1e3:8.1f} ms vs {timing['baseline_s'] * 1e3:8.1f} ms  "
-          f"x{timing['ratio']:.3f}", flush=True)
+    print(
+      f"  train   {arch}: {timing['s'] * 1e3:8.1f} ms vs {timing['baseline_s'] * 1e3:8.1f} ms  x{timing['ratio']:.3f}",
+      flush=True,
+    )
   return {"rows": rows, "ratio": summary([r["ratio"] for r in rows]), "compilations": supernet_step._cache_size()}
 
 
-def bench_population(sizes: Sizes, net: Supernet, variables: dict[str, Any], x: jax.Array, mutator: Any,
-                     key: jax.Array, population: int) -> dict[str, Any]:
+def bench_population(
+  sizes: Sizes, net: Supernet, variables: dict[str, Any], x: jax.Array, mutator: Any, key: jax.Array, population: int
+) -> dict[str, Any]:
   supernet_fn = jax.jit(lambda v, x, c: net.apply(v, x, c))
   population_fn = jax.jit(jax.vmap(lambda v, x, c: net.apply(v, x, c), in_axes=(None, None, 0)))
   batched = jax.vmap(lambda k: mutator.set_choices(mutator.sample_choices(k)))(jax.random.split(key, population))
@@ -285,10 +328,17 @@ def bench_population(sizes: Sizes, net: Supernet, variables: dict[str, Any], x: 
 
   max_diff = float(jnp.max(jnp.abs(population_fn(variables, x, batched) - jnp.stack(loop()))))
   timing = time_pair(lambda: population_fn(variables, x, batched), loop, sizes.population_reps, warmup=1)
-  print(f"  vmap P={population}: {timing['s'] * 1e3:8.1f} ms vs loop {timing['baseline_s'] * 1e3:8.1f} ms  "
-        f"x{timing['ratio']:.3f}  max|diff| {max_diff:.1e}", flush=True)
-  return {"population": population, "max_abs_diff_vs_loop": max_diff, **timing,
-          "compilations": {"vmap": population_fn._cache_size(), "loop": supernet_fn._cache_size()}}
+  print(
+    f"  vmap P={population}: {timing['s'] * 1e3:8.1f} ms vs loop {timing['baseline_s'] * 1e3:8.1f} ms  "
+    f"x{timing['ratio']:.3f}  max|diff| {max_diff:.1e}",
+    flush=True,
+  )
+  return {
+    "population": population,
+    "max_abs_diff_vs_loop": max_diff,
+    **timing,
+    "compilations": {"vmap": population_fn._cache_size(), "loop": supernet_fn._cache_size()},
+  }
 
 
 def bench_naive(sizes: Sizes, key: jax.Array) -> dict[str, Any]:
@@ -304,7 +354,9 @@ def bench_naive(sizes: Sizes, key: jax.Array) -> dict[str, Any]:
   def naive_loop():
     return [naive_one(naive_vars, x, archs[i]) for i in range(sizes.naive_population)]
 
-  naive_timing = time_pair(lambda: naive_vmap(naive_vars, x, archs), naive_loop, max(2, sizes.population_reps), warmup=1)
+  naive_timing = time_pair(
+    lambda: naive_vmap(naive_vars, x, archs), naive_loop, max(2, sizes.population_reps), warmup=1
+  )
   net = Supernet(sizes.layers, sizes.naive_channels)
   variables = net.init(jax.random.fold_in(key, 3), x, None)
   choices = {f"layer{i}": archs[:, i].astype(jnp.int32) for i in range(sizes.layers)}
@@ -312,13 +364,22 @@ def bench_naive(sizes: Sizes, key: jax.Array) -> dict[str, Any]:
   one = jax.jit(lambda v, x, c: net.apply(v, x, c))
   population = jax.jit(jax.vmap(lambda v, x, c: net.apply(v, x, c), in_axes=(None, None, 0)))
   ours_timing = time_pair(
-      lambda: population(variables, x, choices), lambda: [one(variables, x, c) for c in members],
-      max(2, sizes.population_reps), warmup=1,
+    lambda: population(variables, x, choices),
+    lambda: [one(variables, x, c) for c in members],
+    max(2, sizes.population_reps),
+    warmup=1,
   )
-  print(f"  naive nn.switch vmap P={sizes.naive_population} {shape}: x{naive_timing['ratio']:.2f} its loop; "
-        f"jaxmutate vmap: x{ours_timing['ratio']:.2f} its loop", flush=True)
-  return {"shape": list(shape), "population": sizes.naive_population, "naive_nn_switch": naive_timing,
-          "jaxmutate": ours_timing}
+  print(
+    f"  naive nn.switch vmap P={sizes.naive_population} {shape}: x{naive_timing['ratio']:.2f} its loop; "
+    f"jaxmutate vmap: x{ours_timing['ratio']:.2f} its loop",
+    flush=True,
+  )
+  return {
+    "shape": list(shape),
+    "population": sizes.naive_population,
+    "naive_nn_switch": naive_timing,
+    "jaxmutate": ours_timing,
+  }
 
 
 def bench_sample_set(sizes: Sizes, mutator: Any, key: jax.Array) -> dict[str, Any]:
@@ -329,10 +390,16 @@ def bench_sample_set(sizes: Sizes, mutator: Any, key: jax.Array) -> dict[str, An
   block(sample_set(keys))
   first = time.perf_counter() - start
   steady = float(np.median(time_call(lambda: sample_set(keys), reps=max(5, sizes.reps))))
-  print(f"  sample+set {sizes.num_subnets} subnets: first call {first * 1e3:.1f} ms, steady {steady * 1e3:.2f} ms",
-        flush=True)
-  return {"num_subnets": sizes.num_subnets, "first_call_s": first, "steady_s": steady,
-          "compilations": sample_set._cache_size()}
+  print(
+    f"  sample+set {sizes.num_subnets} subnets: first call {first * 1e3:.1f} ms, steady {steady * 1e3:.2f} ms",
+    flush=True,
+  )
+  return {
+    "num_subnets": sizes.num_subnets,
+    "first_call_s": first,
+    "steady_s": steady,
+    "compilations": sample_set._cache_size(),
+  }
 
 
 def _ms(seconds: float) -> str:
@@ -346,41 +413,41 @@ def format_table(results: dict[str, Any]) -> str:
   lines = ["| figure | ratio (min / median / max) | absolute median | target |", "|---|---|---|---|"]
   fwd, train = results["forward"], results["train_step"]
   lines.append(
-      f"| subnet forward via supernet / hand-written ({len(fwd['rows'])} archs) | "
-      f"{fwd['ratio']['min']:.3f} / **{fwd['ratio']['median']:.3f}** / {fwd['ratio']['max']:.3f} | "
-      f"{_ms(np.median([r['s'] for r in fwd['rows']]))} ms vs {_ms(np.median([r['baseline_s'] for r in fwd['rows']]))} ms"
-      " | ≤ 1.10 |"
+    f"| subnet forward via supernet / hand-written ({len(fwd['rows'])} archs) | "
+    f"{fwd['ratio']['min']:.3f} / **{fwd['ratio']['median']:.3f}** / {fwd['ratio']['max']:.3f} | "
+    f"{_ms(np.median([r['s'] for r in fwd['rows']]))} ms vs {_ms(np.median([r['baseline_s'] for r in fwd['rows']]))} ms"
+    " | ≤ 1.10 |"
   )
   lines.append(
-      f"| train step (fwd+bwd) via supernet / hand-written ({len(train['rows'])} archs) | "
-      f"{train['ratio']['min']:.3f} / **{train['ratio']['median']:.3f}** / {train['ratio']['max']:.3f} | "
-      f"{_ms(np.median([r['s'] for r in train['rows']]))} ms vs {_ms(np.median([r['baseline_s'] for r in train['rows']]))} ms"
-      " | — |"
+    f"| train step (fwd+bwd) via supernet / hand-written ({len(train['rows'])} archs) | "
+    f"{train['ratio']['min']:.3f} / **{train['ratio']['median']:.3f}** / {train['ratio']['max']:.3f} | "
+    f"{_ms(np.median([r['s'] for r in train['rows']]))} ms vs {_ms(np.median([r['baseline_s'] for r in train['rows']]))} ms"
+    " | — |"
   )
   for pop in results["vmap_population"]:
     lines.append(
-        f"| `vmap` over P={pop['population']} subnets / Python loop of jitted supernet | **{pop['ratio']:.3f}** | "
-        f"{_ms(pop['s'])} ms vs {_ms(pop['baseline_s'])} ms (max abs diff {pop['max_abs_diff_vs_loop']:.1e}) | ≤ 1.3 |"
+      f"| `vmap` over P={pop['population']} subnets / Python loop of jitted supernet | **{pop['ratio']:.3f}** | "
+      f"{_ms(pop['s'])} ms vs {_ms(pop['baseline_s'])} ms (max abs diff {pop['max_abs_diff_vs_loop']:.1e}) | ≤ 1.3 |"
     )
   naive = results["naive_vmap"]
   lines.append(
-      f"| naive `nn.switch` supernet under `vmap`, P={naive['population']}, shape {tuple(naive['shape'])} / its loop | "
-      f"{naive['naive_nn_switch']['ratio']:.2f} | {_ms(naive['naive_nn_switch']['s'])} ms vs "
-      f"{_ms(naive['naive_nn_switch']['baseline_s'])} ms | context |"
+    f"| naive `nn.switch` supernet under `vmap`, P={naive['population']}, shape {tuple(naive['shape'])} / its loop | "
+    f"{naive['naive_nn_switch']['ratio']:.2f} | {_ms(naive['naive_nn_switch']['s'])} ms vs "
+    f"{_ms(naive['naive_nn_switch']['baseline_s'])} ms | context |"
   )
   lines.append(
-      f"| jaxmutate `vmap`, same small shape / its loop | {naive['jaxmutate']['ratio']:.2f} | "
-      f"{_ms(naive['jaxmutate']['s'])} ms vs {_ms(naive['jaxmutate']['baseline_s'])} ms | ≤ 1.3 |"
+    f"| jaxmutate `vmap`, same small shape / its loop | {naive['jaxmutate']['ratio']:.2f} | "
+    f"{_ms(naive['jaxmutate']['s'])} ms vs {_ms(naive['jaxmutate']['baseline_s'])} ms | ≤ 1.3 |"
   )
   sample = results["sample_set_choices"]
   lines.append(
-      f"| `jit(vmap(sample_choices + set_choices))`, {sample['num_subnets']} subnets | — | "
-      f"first call {_ms(sample['first_call_s'])} ms (incl. compile), steady {sample['steady_s'] * 1e3:.2f} ms | — |"
+    f"| `jit(vmap(sample_choices + set_choices))`, {sample['num_subnets']} subnets | — | "
+    f"first call {_ms(sample['first_call_s'])} ms (incl. compile), steady {sample['steady_s'] * 1e3:.2f} ms | — |"
   )
   comp = results["compilations"]
   lines.append(
-      f"| compilations after all subnets ran (forward / train / vmap / sample+set) | — | "
-      f"{comp['forward']} / {comp['train_step']} / {comp['vmap']} / {comp['sample_set']} | 1 each |"
+    f"| compilations after all subnets ran (forward / train / vmap / sample+set) | — | "
+    f"{comp['forward']} / {comp['train_step']} / {comp['vmap']} / {comp['sample_set']} | 1 each |"
   )
   return "\n".join(lines)
 
@@ -389,8 +456,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="tiny shapes, a few seconds (smoke test)")
   parser.add_argument(
-      "--out", type=Path, default=None,
-      help="JSON path (default: benchmarks/results/supernet.json; a --quick run writes none unless given)",
+    "--out",
+    type=Path,
+    default=None,
+    help="JSON path (default: benchmarks/results/supernet.json; a --quick run writes none unless given)",
   )
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args(argv)
@@ -401,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   variables = dict(net.init(jax.random.fold_in(key, 1), x[:2], None))
   # Non-trivial BN statistics so that inference-mode BN is not the identity.
   variables["batch_stats"] = jax.tree.map(
-      lambda a: a + 0.1 * jax.random.uniform(jax.random.fold_in(key, 2), a.shape), variables["batch_stats"]
+    lambda a: a + 0.1 * jax.random.uniform(jax.random.fold_in(key, 2), a.shape), variables["batch_stats"]
   )
   mutator = jm.OneShotModuleMutator().prepare_from_supernet(variables)
   print(f"supernet: {sizes.layers} layers x {CANDIDATES}, x {x.shape}; {jax.default_backend()} backend", flush=True)
@@ -410,15 +479,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   results["forward"] = bench_forward(sizes, net, variables, x, archs)
   results["train_step"] = bench_train_step(sizes, net, variables, x, archs[: sizes.train_archs])
   results["vmap_population"] = [
-      bench_population(sizes, net, variables, x, mutator, jax.random.fold_in(key, 4 + p), p) for p in sizes.populations
+    bench_population(sizes, net, variables, x, mutator, jax.random.fold_in(key, 4 + p), p) for p in sizes.populations
   ]
   results["naive_vmap"] = bench_naive(sizes, jax.random.fold_in(key, 5))
   results["sample_set_choices"] = bench_sample_set(sizes, mutator, jax.random.fold_in(key, 6))
   results["compilations"] = {
-      "forward": results["forward"]["compilations"],
-      "train_step": results["train_step"]["compilations"],
-      "vmap": max(p["compilations"]["vmap"] for p in results["vmap_population"]),
-      "sample_set": results["sample_set_choices"]["compilations"],
+    "forward": results["forward"]["compilations"],
+    "train_step": results["train_step"]["compilations"],
+    "vmap": max(p["compilations"]["vmap"] for p in results["vmap_population"]),
+    "sample_set": results["sample_set_choices"]["compilations"],
   }
   results["table"] = format_table(results)
   print()

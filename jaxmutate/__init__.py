@@ -7,18 +7,33 @@ through ``model.apply``.
 """
 
 from jaxmutate import algorithms as algorithms
+from jaxmutate import channels as channels
+from jaxmutate import dynamic as dynamic
+from jaxmutate import errors as errors
+from jaxmutate import mmrazor_compat as mmrazor_compat
 from jaxmutate import models as models
 from jaxmutate import mutables as mutables
 from jaxmutate import mutators as mutators
 from jaxmutate import ops as ops
+from jaxmutate import runners as runners
 from jaxmutate import search as search
-from jaxmutate.algorithms import DARTS as DARTS
+from jaxmutate import spaces as spaces
+from jaxmutate import typing as typing
 from jaxmutate.algorithms import init_supernet as init_supernet
-from jaxmutate.algorithms import SPOS as SPOS
+from jaxmutate.channels import ChannelSpace as ChannelSpace
+from jaxmutate.channels import DerivedMutable as DerivedMutable
+from jaxmutate.channels import L1MutableChannelUnit as L1MutableChannelUnit
+from jaxmutate.channels import MutableChannelUnit as MutableChannelUnit
+from jaxmutate.channels import OneShotMutableChannelUnit as OneShotMutableChannelUnit
+from jaxmutate.channels import SequentialMutableChannelUnit as SequentialMutableChannelUnit
+from jaxmutate.channels import SlimmableChannelUnit as SlimmableChannelUnit
+from jaxmutate.channels import make_divisible as make_divisible
+from jaxmutate.data import build_dataset as build_dataset
 from jaxmutate.models import DartsBackbone as DartsBackbone
 from jaxmutate.models import SearchableConvNet as SearchableConvNet
 from jaxmutate.models import SearchableMLP as SearchableMLP
 from jaxmutate.models import SearchableShuffleNetV2 as SearchableShuffleNetV2
+from jaxmutate.mutables import MUTABLES_COLLECTION as MUTABLES_COLLECTION
 from jaxmutate.mutables import BaseMutable as BaseMutable
 from jaxmutate.mutables import ChoiceRoute as ChoiceRoute
 from jaxmutate.mutables import DiffChoiceRoute as DiffChoiceRoute
@@ -26,7 +41,6 @@ from jaxmutate.mutables import DiffMutableModule as DiffMutableModule
 from jaxmutate.mutables import DiffMutableOP as DiffMutableOP
 from jaxmutate.mutables import GumbelChoiceRoute as GumbelChoiceRoute
 from jaxmutate.mutables import GumbelMutableOP as GumbelMutableOP
-from jaxmutate.mutables import MUTABLES_COLLECTION as MUTABLES_COLLECTION
 from jaxmutate.mutables import MutableSpec as MutableSpec
 from jaxmutate.mutables import MutableValue as MutableValue
 from jaxmutate.mutables import OneHotMutableOP as OneHotMutableOP
@@ -39,15 +53,19 @@ from jaxmutate.mutators import DiffModuleMutator as DiffModuleMutator
 from jaxmutate.mutators import ModuleMutator as ModuleMutator
 from jaxmutate.mutators import NasMutator as NasMutator
 from jaxmutate.mutators import OneShotModuleMutator as OneShotModuleMutator
+from jaxmutate.registry import DATASETS as DATASETS
+from jaxmutate.registry import MODELS as MODELS
+from jaxmutate.registry import Registry as Registry
 from jaxmutate.registry import build as build
 from jaxmutate.registry import load_config as load_config
 from jaxmutate.registry import merge_cfg_options as merge_cfg_options
-from jaxmutate.registry import MODELS as MODELS
-from jaxmutate.registry import Registry as Registry
+from jaxmutate.registry import merge_config as merge_config
+from jaxmutate.resources import ResourceTable as ResourceTable
 from jaxmutate.resources import build_resource_table as build_resource_table
 from jaxmutate.resources import count_params as count_params
 from jaxmutate.resources import estimate_resources as estimate_resources
-from jaxmutate.resources import ResourceTable as ResourceTable
+from jaxmutate.runners import DARTS as DARTS
+from jaxmutate.runners import SPOS as SPOS
 from jaxmutate.search import EvolutionSearchLoop as EvolutionSearchLoop
 from jaxmutate.subnet import read_fix_subnet as read_fix_subnet
 from jaxmutate.subnet import save_fix_subnet as save_fix_subnet
@@ -58,50 +76,68 @@ register_module = MODELS.register_module
 __version__ = "0.1.0"
 
 __all__ = [
-    "algorithms",
-    "BaseMutable",
-    "BaseMutator",
-    "build",
-    "build_resource_table",
-    "ChoiceRoute",
-    "count_params",
-    "DARTS",
-    "DartsBackbone",
-    "DiffChoiceRoute",
-    "DiffModuleMutator",
-    "DiffMutableModule",
-    "DiffMutableOP",
-    "estimate_resources",
-    "EvolutionSearchLoop",
-    "GumbelChoiceRoute",
-    "GumbelMutableOP",
-    "init_supernet",
-    "load_config",
-    "merge_cfg_options",
-    "models",
-    "MODELS",
-    "ModuleMutator",
-    "mutables",
-    "MUTABLES_COLLECTION",
-    "MutableSpec",
-    "MutableValue",
-    "mutators",
-    "NasMutator",
-    "OneHotMutableOP",
-    "OneShotModuleMutator",
-    "OneShotMutableModule",
-    "OneShotMutableOP",
-    "OneShotMutableValue",
-    "OneShotProbMutableOP",
-    "ops",
-    "read_fix_subnet",
-    "register_module",
-    "Registry",
-    "ResourceTable",
-    "save_fix_subnet",
-    "search",
-    "SearchableConvNet",
-    "SearchableMLP",
-    "SearchableShuffleNetV2",
-    "SPOS",
+  "algorithms",
+  "BaseMutable",
+  "BaseMutator",
+  "build",
+  "build_dataset",
+  "build_resource_table",
+  "channels",
+  "ChannelSpace",
+  "ChoiceRoute",
+  "count_params",
+  "DARTS",
+  "DartsBackbone",
+  "DATASETS",
+  "DerivedMutable",
+  "DiffChoiceRoute",
+  "DiffModuleMutator",
+  "DiffMutableModule",
+  "DiffMutableOP",
+  "dynamic",
+  "errors",
+  "estimate_resources",
+  "EvolutionSearchLoop",
+  "GumbelChoiceRoute",
+  "GumbelMutableOP",
+  "init_supernet",
+  "L1MutableChannelUnit",
+  "load_config",
+  "make_divisible",
+  "merge_cfg_options",
+  "merge_config",
+  "mmrazor_compat",
+  "MODELS",
+  "models",
+  "ModuleMutator",
+  "MutableChannelUnit",
+  "mutables",
+  "MUTABLES_COLLECTION",
+  "MutableSpec",
+  "MutableValue",
+  "mutators",
+  "NasMutator",
+  "OneHotMutableOP",
+  "OneShotModuleMutator",
+  "OneShotMutableChannelUnit",
+  "OneShotMutableModule",
+  "OneShotMutableOP",
+  "OneShotMutableValue",
+  "OneShotProbMutableOP",
+  "ops",
+  "read_fix_subnet",
+  "register_module",
+  "Registry",
+  "ResourceTable",
+  "runners",
+  "save_fix_subnet",
+  "search",
+  "SearchableConvNet",
+  "SearchableMLP",
+  "SearchableShuffleNetV2",
+  "SequentialMutableChannelUnit",
+  "SlimmableChannelUnit",
+  "spaces",
+  "SPOS",
+  "typing",
 ]

@@ -41,24 +41,35 @@ def resolve_config(path: str) -> Path:
   raise FileNotFoundError(f"Config {path!r} not found (nor in the packaged configs: {available}).")
 
 
-def run_search(config_path: Path, work_dir: Path, seed: int, cfg_options: Sequence[str], progress: bool) -> dict[str, Any]:
+def run_search(
+  config_path: Path, work_dir: Path, seed: int, cfg_options: Sequence[str], progress: bool
+) -> dict[str, Any]:
   """Runs the algorithm a config describes and writes its outputs.
 
   Returns:
     The summary written to ``summary.json``.
+
+  Raises:
+    KeyError: the config has no ``model`` dict (the same error as a config
+      dict without ``type``).
+    ConfigTypeError: (a ``TypeError``) the model is not a search runner.
   """
   import jaxmutate as jm
-  from jaxmutate.algorithms import SearchAlgorithm
+  from jaxmutate.errors import ConfigTypeError
   from jaxmutate.registry import merge_cfg_options
+  from jaxmutate.runners import SearchAlgorithm
 
   config = merge_cfg_options(jm.load_config(config_path), cfg_options)
   if "model" not in config:
-    raise KeyError(f"Config {str(config_path)!r} has no 'model' dict (e.g. model = dict(type='SPOS', ...)).")
+    raise KeyError(f"Config {str(config_path)!r} has no 'model' dict; add one, e.g. model = dict(type='SPOS', ...).")
   if "custom_imports" in config:
     jm.registry.import_modules(**config["custom_imports"])
   algorithm = jm.build(config["model"])
   if not isinstance(algorithm, SearchAlgorithm):
-    raise TypeError(f"Config model type {config['model'].get('type')!r} built a {type(algorithm).__name__}, which has no run() method.")
+    raise ConfigTypeError(
+      f"Config model type {config['model'].get('type')!r} built a {type(algorithm).__name__}, which has no run() "
+      "method; use a search runner type such as 'SPOS' or 'DARTS'."
+    )
   work_dir.mkdir(parents=True, exist_ok=True)
   start = time.perf_counter()
   result = algorithm.run(config, work_dir, seed, progress)
@@ -73,8 +84,13 @@ def run_search(config_path: Path, work_dir: Path, seed: int, cfg_options: Sequen
 def _report(summary: dict[str, Any], work_dir: Path) -> None:
   lines = [f"wrote {work_dir / 'best_fix_subnet.yaml'} and {work_dir / 'summary.json'}"]
   # Algorithms report different figures: show every top-level score and size.
-  shown = [k for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-           and any(word in k for word in ("accuracy", "flops", "params", "wall_time"))]
+  shown = [
+    k
+    for k, v in summary.items()
+    if isinstance(v, (int, float))
+    and not isinstance(v, bool)
+    and any(word in k for word in ("accuracy", "flops", "params", "wall_time"))
+  ]
   for key in shown:
     lines.append(f"  {key}: {summary[key]:.4g}")
   random = summary.get("random_subnets_test_accuracy")
@@ -92,13 +108,21 @@ def build_parser() -> argparse.ArgumentParser:
   def common(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--work-dir", default=None, help="output folder (default: work_dirs/<config name>)")
     sub.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
-    sub.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override config entries, e.g. train_cfg.epochs=5")
+    sub.add_argument(
+      "--cfg-options",
+      nargs="+",
+      default=[],
+      metavar="KEY=VALUE",
+      help="override config entries, e.g. train_cfg.epochs=5",
+    )
     sub.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
   search = commands.add_parser("search", help="run the search a config file describes")
   search.add_argument("config", help="config file, e.g. configs/spos_digits.py")
   common(search)
-  demo = commands.add_parser("demo", help=f"run the built-in default search ({DEMO_CONFIG}) on the embedded digits data")
+  demo = commands.add_parser(
+    "demo", help=f"run the built-in default search ({DEMO_CONFIG}) on the embedded digits data"
+  )
   common(demo)
   return parser
 

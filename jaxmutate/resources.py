@@ -23,9 +23,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmutate._typing import Choices, GroupChoices
-from jaxmutate.mutables._op import OneShotMutableModule
-from jaxmutate.mutators._base import ModuleMutator
+from jaxmutate.errors import SearchSpaceError
+from jaxmutate.mutables import OneShotMutableModule
+from jaxmutate.mutators import ModuleMutator
+from jaxmutate.spaces import EdgeSubsetSpace
+from jaxmutate.typing import Choices, GroupChoices
 
 
 def _subtrees_by_name(tree: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
@@ -74,12 +76,12 @@ def count_params(params: Mapping[str, Any], mutator: ModuleMutator, choices: Cho
 
 
 def estimate_resources(
-    model: nn.Module,
-    variables: Mapping[str, Any],
-    mutator: ModuleMutator,
-    group_choices: GroupChoices,
-    sample_input: jax.Array,
-    **apply_kwargs: Any,
+  model: nn.Module,
+  variables: Mapping[str, Any],
+  mutator: ModuleMutator,
+  group_choices: GroupChoices,
+  sample_input: jax.Array,
+  **apply_kwargs: Any,
 ) -> dict[str, float]:
   """Exact FLOPs (XLA ``cost_analysis``) and parameters of one subnet.
 
@@ -159,13 +161,13 @@ class ResourceTable(NamedTuple):
     return out
 
   def max_error(
-      self,
-      model: nn.Module,
-      variables: Mapping[str, Any],
-      mutator: ModuleMutator,
-      sample_input: jax.Array,
-      key: jax.Array,
-      num_subnets: int = 4,
+    self,
+    model: nn.Module,
+    variables: Mapping[str, Any],
+    mutator: ModuleMutator,
+    sample_input: jax.Array,
+    key: jax.Array,
+    num_subnets: int = 4,
   ) -> dict[str, float]:
     """Largest relative error of the table against exact measurements."""
     errors = {name: 0.0 for name in self.names}
@@ -179,7 +181,7 @@ class ResourceTable(NamedTuple):
 
 
 def build_resource_table(
-    model: nn.Module, variables: Mapping[str, Any], mutator: ModuleMutator, sample_input: jax.Array
+  model: nn.Module, variables: Mapping[str, Any], mutator: ModuleMutator, sample_input: jax.Array
 ) -> ResourceTable:
   """Measures the additive :class:`ResourceTable` of a one-shot search space.
 
@@ -202,8 +204,11 @@ def build_resource_table(
   """
   groups = mutator.search_groups
   for group in groups:
-    if mutator.group_spec(group).num_chosen is not None:
-      raise ValueError(f"build_resource_table: group {group} ({mutator.group_key(group)!r}) is a route; only index choices are supported.")
+    if isinstance(mutator.group_space(group), EdgeSubsetSpace):
+      raise SearchSpaceError(
+        f"build_resource_table: group {group} ({mutator.group_key(group)!r}) is a route; "
+        "only index choices are supported."
+      )
   default = {g: jnp.int32(0) for g in groups}
   base = estimate_resources(model, variables, mutator, default, sample_input)
   names = tuple(base)

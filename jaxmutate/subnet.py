@@ -16,17 +16,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from jaxmutate._typing import FixSubnet
+from jaxmutate.errors import SubnetFileTypeError
+from jaxmutate.typing import FixSubnet
 
 
 def _check_layout(fix_subnet: Any, source: str) -> FixSubnet:
   if not isinstance(fix_subnet, Mapping):
-    raise TypeError(f"{source}: a subnet must be a mapping of name -> {{'chosen': value}}, got {type(fix_subnet).__name__}.")
+    raise SubnetFileTypeError(
+      f"{source}: a subnet must be a mapping of name -> {{'chosen': value}}, got {type(fix_subnet).__name__}."
+    )
   for key, entry in fix_subnet.items():
     if not isinstance(key, str):
-      raise TypeError(f"{source}: subnet keys are mutable names or aliases (strings), got {key!r}.")
+      raise SubnetFileTypeError(f"{source}: subnet keys are mutable names or aliases (strings), got {key!r}.")
     if not isinstance(entry, Mapping) or "chosen" not in entry:
-      raise TypeError(f"{source}: entry {key!r} must be a mapping with a 'chosen' key, got {entry!r}.")
+      raise SubnetFileTypeError(f"{source}: entry {key!r} must be a mapping with a 'chosen' key, got {entry!r}.")
   return {key: dict(entry) for key, entry in fix_subnet.items()}
 
 

@@ -1,12 +1,12 @@
-"""Shared test settings: strict rank promotion, a PRNG key fixture, a tiny supernet."""
+"""Shared test settings: strict rank promotion, a PRNG key fixture, a compile log."""
 
-import os
+from __future__ import annotations
 
-# Several CPU devices let population tests shard on the 2-core CI machine.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+import logging
+import re
 
-import jax  # noqa: E402
-import pytest  # noqa: E402
+import jax
+import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
@@ -14,3 +14,40 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 @pytest.fixture
 def key() -> jax.Array:
   return jax.random.key(0)
+
+
+class CompileLog:
+  """Records which jitted functions XLA compiles inside a ``with`` block (via ``jax.log_compiles``).
+
+  Attributes:
+    names: the name of every function compiled, in order (``"<lambda>"``, ``"step"``...).
+  """
+
+  _pattern = re.compile(r"Finished XLA compilation of (?:jit|pjit)\((.*)\) in")
+
+  def __init__(self) -> None:
+    self.names: list[str] = []
+    self._handler = logging.Handler()
+    self._handler.emit = self._record  # type: ignore[method-assign]
+    self._logger = logging.getLogger("jax")
+
+  def _record(self, record: logging.LogRecord) -> None:
+    match = self._pattern.search(record.getMessage())
+    if match:
+      self.names.append(match.group(1))
+
+  def __enter__(self) -> CompileLog:
+    self._logger.addHandler(self._handler)
+    self._context = jax.log_compiles(True)
+    self._context.__enter__()
+    return self
+
+  def __exit__(self, *exc: object) -> None:
+    self._context.__exit__(*exc)
+    self._logger.removeHandler(self._handler)
+
+
+@pytest.fixture
+def compile_log() -> type[CompileLog]:
+  """``with compile_log() as log: ...`` then ``log.names`` lists what was compiled."""
+  return CompileLog

@@ -13,37 +13,37 @@ import jaxmutate as jm
 
 # Names fixed by shared/SPEC.md (mutables, mutators, registry and configs).
 SPEC_NAMES = [
-    "OneShotMutableOP",
-    "OneShotProbMutableOP",
-    "DiffMutableOP",
-    "DiffChoiceRoute",
-    "GumbelChoiceRoute",
-    "OneShotMutableValue",
-    "MutableValue",
-    "BaseMutator",
-    "ModuleMutator",
-    "OneShotModuleMutator",
-    "DiffModuleMutator",
-    "NasMutator",
-    "MODELS",
-    "build",
-    "load_config",
-    "save_fix_subnet",
-    "read_fix_subnet",
+  "OneShotMutableOP",
+  "OneShotProbMutableOP",
+  "DiffMutableOP",
+  "DiffChoiceRoute",
+  "GumbelChoiceRoute",
+  "OneShotMutableValue",
+  "MutableValue",
+  "BaseMutator",
+  "ModuleMutator",
+  "OneShotModuleMutator",
+  "DiffModuleMutator",
+  "NasMutator",
+  "MODELS",
+  "build",
+  "load_config",
+  "save_fix_subnet",
+  "read_fix_subnet",
 ]
 
 # Named in SPEC.md but specified by their own issue (not implemented yet).
 
 MUTATOR_METHODS = [
-    "prepare_from_supernet",
-    "search_groups",
-    "sample_choices",
-    "set_choices",
-    "max_choices",
-    "min_choices",
-    "export_fix_subnet",
-    "load_fix_subnet",
-    "mutable_class_type",
+  "prepare_from_supernet",
+  "search_groups",
+  "sample_choices",
+  "set_choices",
+  "max_choices",
+  "min_choices",
+  "export_fix_subnet",
+  "load_fix_subnet",
+  "mutable_class_type",
 ]
 
 
@@ -73,15 +73,15 @@ def test_diff_mutator_has_init_arch_params():
 
 
 @pytest.mark.parametrize(
-    "cls, params",
-    [
-        ("OneShotMutableOP", ["candidates", "alias"]),
-        ("OneShotProbMutableOP", ["candidates", "choice_probs", "alias"]),
-        ("DiffMutableOP", ["candidates", "alias"]),
-        ("DiffChoiceRoute", ["edges", "num_chosen", "alias"]),
-        ("OneShotMutableValue", ["value_list", "default_value", "alias"]),
-        ("MutableValue", ["value_list", "default_value", "alias"]),
-    ],
+  "cls, params",
+  [
+    ("OneShotMutableOP", ["candidates", "alias"]),
+    ("OneShotProbMutableOP", ["candidates", "choice_probs", "alias"]),
+    ("DiffMutableOP", ["candidates", "alias"]),
+    ("DiffChoiceRoute", ["edges", "num_chosen", "alias"]),
+    ("OneShotMutableValue", ["value_list", "default_value", "alias"]),
+    ("MutableValue", ["value_list", "default_value", "alias"]),
+  ],
 )
 def test_mutable_constructor_signatures(cls, params):
   signature = inspect.signature(getattr(jm, cls))
@@ -134,8 +134,16 @@ DOCTEST_MODULES = [name for name in PACKAGE_MODULES if _has_doctest_examples(nam
 
 
 def test_the_module_walk_finds_the_whole_package():
-  for expected in ("jaxmutate", "jaxmutate.algorithms._darts", "jaxmutate.models.darts", "jaxmutate.mutables._diff",
-                   "jaxmutate.ops._depthwise", "jaxmutate.resources", "jaxmutate.search._evolution", "jaxmutate.cli"):
+  for expected in (
+    "jaxmutate",
+    "jaxmutate.algorithms._darts",
+    "jaxmutate.models.darts",
+    "jaxmutate.mutables._diff_op",
+    "jaxmutate.ops._depthwise",
+    "jaxmutate.resources",
+    "jaxmutate.search._evolution",
+    "jaxmutate.cli",
+  ):
     assert expected in PACKAGE_MODULES, expected
   assert not [name for name in PACKAGE_MODULES if name.startswith("jaxmutate.configs")]
 
@@ -144,7 +152,7 @@ def test_every_public_name_has_a_docstring_with_an_example():
   missing, checked = [], 0
   for module_name in PACKAGE_MODULES:
     module = importlib.import_module(module_name)
-    for name, obj in _public_callables(module):
+    for _name, obj in _public_callables(module):
       checked += 1
       if ">>>" not in (obj.__doc__ or ""):
         missing.append(f"{obj.__module__}.{obj.__qualname__} (exported by {module_name})")

@@ -18,13 +18,25 @@ def test_resolve_packaged_config():
 def test_search_writes_subnet_and_summary(tmp_path):
   config = tmp_path / "tiny.py"
   config.write_text(
-      "model = dict(type='SPOS', architecture=dict(type='SearchableMLP', width=16, num_layers=2), mutator=dict(type='OneShotModuleMutator'))\n"
-      "train_cfg = dict(epochs=1, batch_size=64)\n"
-      "search_cfg = dict(max_epochs=1, num_candidates=4, top_k=2, num_mutation=2, num_crossover=2, calibrate_sample_num=0)\n"
-      "num_random_baseline = 3\n"
+    "model = dict(type='SPOS', architecture=dict(type='SearchableMLP', width=16, num_layers=2), mutator=dict(type='OneShotModuleMutator'))\n"
+    "train_cfg = dict(epochs=1, batch_size=64)\n"
+    "search_cfg = dict(max_epochs=1, num_candidates=4, top_k=2, num_mutation=2, num_crossover=2, calibrate_sample_num=0)\n"
+    "num_random_baseline = 3\n"
   )
   work_dir = tmp_path / "out"
-  code = cli.main(["search", str(config), "--work-dir", str(work_dir), "--seed", "3", "--no-progress", "--cfg-options", "search_cfg.top_k=3"])
+  code = cli.main(
+    [
+      "search",
+      str(config),
+      "--work-dir",
+      str(work_dir),
+      "--seed",
+      "3",
+      "--no-progress",
+      "--cfg-options",
+      "search_cfg.top_k=3",
+    ]
+  )
   assert code == 0
   subnet = yaml.safe_load((work_dir / "best_fix_subnet.yaml").read_text())
   assert set(subnet) == {"layers.0", "layers.1"}

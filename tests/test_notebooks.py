@@ -18,14 +18,16 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
   root = str(path.parent.parent)
   monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p))
   notebook = nbformat.read(path, as_version=4)
-  client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+  client = nbclient.NotebookClient(
+    notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+  )
   client.execute()
   errors = [
-      output
-      for cell in notebook.cells
-      if cell.cell_type == "code"
-      for output in cell.get("outputs", [])
-      if output.get("output_type") == "error"
+    output
+    for cell in notebook.cells
+    if cell.cell_type == "code"
+    for output in cell.get("outputs", [])
+    if output.get("output_type") == "error"
   ]
   assert not errors, errors
 

@@ -24,7 +24,12 @@ class Layer(nn.Module):
 
   @nn.compact
   def __call__(self, x, choices):
-    ops = {"shuffle_3x3": nn.Dense(3), "shuffle_5x5": nn.Dense(3), "shuffle_7x7": nn.Dense(3), "shuffle_xception": nn.Dense(3)}
+    ops = {
+      "shuffle_3x3": nn.Dense(3),
+      "shuffle_5x5": nn.Dense(3),
+      "shuffle_7x7": nn.Dense(3),
+      "shuffle_xception": nn.Dense(3),
+    }
     return jm.OneShotMutableOP(ops, name="0")(x, choices)
 
 
@@ -46,7 +51,7 @@ class Supernet(nn.Module):
     x = x * jm.OneShotMutableValue([1, 2, 4], alias="expand", name="e1")(choices)
     x = jm.DiffMutableOP({"a": nn.Dense(3), "b": nn.Dense(3)}, name="dop")(x, choices)
     return jm.DiffChoiceRoute({"e0": nn.Dense(3), "e1": nn.Dense(3), "e2": nn.Dense(3)}, num_chosen=2, name="route")(
-        [x, x, x], choices
+      [x, x, x], choices
     )
 
 
@@ -57,21 +62,21 @@ def mutator():
 
 
 EXAMPLE = {
-    "backbone.layer0.0": {"chosen": "shuffle_7x7"},
-    "backbone.layer1.0": {"chosen": "shuffle_3x3"},
-    "expand": {"chosen": 4},
-    "dop": {"chosen": "b"},
-    "route": {"chosen": ["e2", "e0"]},
+  "backbone.layer0.0": {"chosen": "shuffle_7x7"},
+  "backbone.layer1.0": {"chosen": "shuffle_3x3"},
+  "expand": {"chosen": 4},
+  "dop": {"chosen": "b"},
+  "route": {"chosen": ["e2", "e0"]},
 }
 
 
 def test_search_groups_and_export_keys(mutator):
   assert mutator.search_groups == {
-      0: ("e0", "e1"),
-      1: ("backbone.layer0.0",),
-      2: ("backbone.layer1.0",),
-      3: ("dop",),
-      4: ("route",),
+    0: ("e0", "e1"),
+    1: ("backbone.layer0.0",),
+    2: ("backbone.layer1.0",),
+    3: ("dop",),
+    4: ("route",),
   }
 
 
@@ -90,19 +95,19 @@ def test_load_is_the_inverse_of_export(mutator):
   group_choices = mutator.load_fix_subnet(EXAMPLE)
   assert mutator.export_fix_subnet(group_choices) == EXAMPLE
   chex.assert_trees_all_equal(
-      group_choices,
-      {0: jnp.int32(2), 1: jnp.int32(2), 2: jnp.int32(0), 3: jnp.int32(1), 4: jnp.array([2, 0], jnp.int32)},
+    group_choices,
+    {0: jnp.int32(2), 1: jnp.int32(2), 2: jnp.int32(0), 3: jnp.int32(1), 4: jnp.array([2, 0], jnp.int32)},
   )
 
 
 @st.composite
 def group_choices(draw):
   return {
-      0: jnp.int32(draw(st.integers(0, 2))),
-      1: jnp.int32(draw(st.integers(0, 3))),
-      2: jnp.int32(draw(st.integers(0, 3))),
-      3: jnp.int32(draw(st.integers(0, 1))),
-      4: jnp.asarray(draw(st.permutations([0, 1, 2]))[:2], jnp.int32),
+    0: jnp.int32(draw(st.integers(0, 2))),
+    1: jnp.int32(draw(st.integers(0, 3))),
+    2: jnp.int32(draw(st.integers(0, 3))),
+    3: jnp.int32(draw(st.integers(0, 1))),
+    4: jnp.asarray(draw(st.permutations([0, 1, 2]))[:2], jnp.int32),
   }
 
 
@@ -222,18 +227,18 @@ def test_entry_that_is_not_a_chosen_mapping_raises_type_error(mutator, entry):
 
 
 @pytest.mark.parametrize(
-    "key, chosen",
-    [
-        ("backbone.layer0.0", "shuffle_9x9"),
-        ("backbone.layer0.0", 0),
-        ("expand", 3),
-        ("expand", "4"),
-        ("dop", "c"),
-        ("route", ["e0"]),
-        ("route", ["e0", "e0"]),
-        ("route", ["e0", "e9"]),
-        ("route", "e0"),
-    ],
+  "key, chosen",
+  [
+    ("backbone.layer0.0", "shuffle_9x9"),
+    ("backbone.layer0.0", 0),
+    ("expand", 3),
+    ("expand", "4"),
+    ("dop", "c"),
+    ("route", ["e0"]),
+    ("route", ["e0", "e0"]),
+    ("route", ["e0", "e9"]),
+    ("route", "e0"),
+  ],
 )
 def test_unknown_value_raises_value_error_naming_the_entry(mutator, key, chosen):
   with pytest.raises(ValueError, match=f"'{key}'"):
@@ -302,14 +307,14 @@ def doc_variables():
 
 
 @pytest.mark.parametrize(
-    "custom_group, group_choices, expected",
-    [
-        (None, {0: 1, 1: 0}, {"a1": {"chosen": "b"}, "a2": {"chosen": "a"}}),
-        ([["a1", "a2"]], {0: 1}, {"a1": {"chosen": "b"}, "a2": {"chosen": "b"}}),
-        # An alias split over groups cannot be a key: its mutables are exported by name.
-        ([["a2"], ["op2"]], {0: 0, 1: 1, 2: 0}, {"a2": {"chosen": "a"}, "op2": {"chosen": "b"}, "op1": {"chosen": "a"}}),
-        ([["op1", "op3"]], {0: 1, 1: 0}, {"op1": {"chosen": "b"}, "a2": {"chosen": "b"}, "op2": {"chosen": "a"}}),
-    ],
+  "custom_group, group_choices, expected",
+  [
+    (None, {0: 1, 1: 0}, {"a1": {"chosen": "b"}, "a2": {"chosen": "a"}}),
+    ([["a1", "a2"]], {0: 1}, {"a1": {"chosen": "b"}, "a2": {"chosen": "b"}}),
+    # An alias split over groups cannot be a key: its mutables are exported by name.
+    ([["a2"], ["op2"]], {0: 0, 1: 1, 2: 0}, {"a2": {"chosen": "a"}, "op2": {"chosen": "b"}, "op1": {"chosen": "a"}}),
+    ([["op1", "op3"]], {0: 1, 1: 0}, {"op1": {"chosen": "b"}, "a2": {"chosen": "b"}, "op2": {"chosen": "a"}}),
+  ],
 )
 def test_export_keys_are_unique_and_round_trip(doc_variables, custom_group, group_choices, expected):
   mutator = jm.OneShotModuleMutator(custom_group=custom_group).prepare_from_supernet(doc_variables)
@@ -349,18 +354,19 @@ def layouts_and_choices(draw):
 @settings(max_examples=60, deadline=None)
 @given(layouts_and_choices())
 def test_export_load_round_trip_over_random_layouts(layout):
-  from jaxmutate.mutables._base import MutableSpec
+  from jaxmutate.mutables import MutableSpec
   from jaxmutate.mutators import build_search_groups
   from jaxmutate.mutators._grouping import normalize_custom_group
+  from jaxmutate.spaces import IndexSpace
 
   named_aliases, custom, seed = layout
   specs = tuple(
-      (name, MutableSpec(jm.OneShotMutableOP, alias, ("a", "b", "c"), order=i))
-      for i, (name, alias) in enumerate(named_aliases)
+    (name, MutableSpec(jm.OneShotMutableOP, alias, IndexSpace(("a", "b", "c")), order=i))
+    for i, (name, alias) in enumerate(named_aliases)
   )
   custom_group = normalize_custom_group(custom or None)
   mutator = jm.OneShotModuleMutator(custom_group=custom_group).replace(
-      specs=specs, groups=build_search_groups(specs, custom_group)
+    specs=specs, groups=build_search_groups(specs, custom_group)
   )
   rng = np.random.default_rng(seed)
   group_choices = {g: jnp.int32(rng.integers(0, 3)) for g in mutator.search_groups}
@@ -370,7 +376,7 @@ def test_export_load_round_trip_over_random_layouts(layout):
   chex.assert_trees_all_equal(mutator.load_fix_subnet(fix_subnet), group_choices)
   # The choice each mutable gets survives the trip too.
   chex.assert_trees_all_equal(
-      mutator.set_choices(mutator.load_fix_subnet(fix_subnet)), mutator.set_choices(group_choices)
+    mutator.set_choices(mutator.load_fix_subnet(fix_subnet)), mutator.set_choices(group_choices)
   )
 
 

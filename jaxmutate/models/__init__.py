@@ -1,12 +1,19 @@
-"""Searchable architectures (supernets) built from jaxmutate mutables."""
+"""Searchable architectures (supernets) built from jaxmutate mutables.
+
+Layout: ``shufflenet`` (the SPOS ShuffleNetV2 space), ``small`` (small conv
+and MLP supernets), and DARTS in four modules: ``darts`` (the operation set
+and the parts both networks share), ``darts_backbone`` (the supernet),
+``darts_discrete`` (the network an exported subnet derives) and
+``darts_weights`` (the supernet's weights for that network).
+"""
 
 from jaxmutate.models.darts import DARTS_OPS as DARTS_OPS
-from jaxmutate.models.darts import DartsBackbone as DartsBackbone
-from jaxmutate.models.darts import DartsDiscreteNetwork as DartsDiscreteNetwork
-from jaxmutate.models.darts import darts_genotype as darts_genotype
 from jaxmutate.models.darts import darts_op as darts_op
-from jaxmutate.models.darts import derive_discrete_network as derive_discrete_network
-from jaxmutate.models.darts import discrete_network_variables as discrete_network_variables
+from jaxmutate.models.darts_backbone import DartsBackbone as DartsBackbone
+from jaxmutate.models.darts_discrete import DartsDiscreteNetwork as DartsDiscreteNetwork
+from jaxmutate.models.darts_discrete import darts_genotype as darts_genotype
+from jaxmutate.models.darts_discrete import derive_discrete_network as derive_discrete_network
+from jaxmutate.models.darts_weights import discrete_network_variables as discrete_network_variables
 from jaxmutate.models.shufflenet import SPOS_CANDIDATES as SPOS_CANDIDATES
 from jaxmutate.models.shufflenet import SearchableShuffleNetV2 as SearchableShuffleNetV2
 from jaxmutate.models.small import ConvBNReLU as ConvBNReLU
@@ -16,18 +23,18 @@ from jaxmutate.models.small import SearchableMLP as SearchableMLP
 from jaxmutate.models.small import identity as identity
 
 __all__ = [
-    "ConvBNReLU",
-    "DARTS_OPS",
-    "DartsBackbone",
-    "DartsDiscreteNetwork",
-    "DenseAct",
-    "SPOS_CANDIDATES",
-    "SearchableConvNet",
-    "SearchableMLP",
-    "SearchableShuffleNetV2",
-    "darts_genotype",
-    "darts_op",
-    "derive_discrete_network",
-    "discrete_network_variables",
-    "identity",
+  "ConvBNReLU",
+  "DARTS_OPS",
+  "DartsBackbone",
+  "DartsDiscreteNetwork",
+  "DenseAct",
+  "SPOS_CANDIDATES",
+  "SearchableConvNet",
+  "SearchableMLP",
+  "SearchableShuffleNetV2",
+  "darts_genotype",
+  "darts_op",
+  "derive_discrete_network",
+  "discrete_network_variables",
+  "identity",
 ]

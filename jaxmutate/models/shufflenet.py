@@ -8,6 +8,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 
+from jaxmutate.errors import ConfigError
 from jaxmutate.mutables import OneShotMutableOP
 from jaxmutate.registry import MODELS
 
@@ -69,14 +70,16 @@ class SearchableShuffleNetV2(nn.Module):
   def _check(self) -> None:
     unknown = [name for name in self.candidate_names if name not in SPOS_CANDIDATES]
     if unknown or not self.candidate_names:
-      raise ValueError(f"SearchableShuffleNetV2: unknown candidate_names {unknown or list(self.candidate_names)}; choose from {SPOS_CANDIDATES}.")
+      raise ConfigError(
+        f"SearchableShuffleNetV2: unknown candidate_names {unknown or list(self.candidate_names)}; choose from {SPOS_CANDIDATES}."
+      )
     for position, stage in enumerate(self.arch_setting):
       if len(stage) != 3 or any(not isinstance(v, int) or v < 1 for v in stage):
-        raise ValueError(
-            f"SearchableShuffleNetV2: arch_setting[{position}] must be (channels, num_blocks, stride) of positive ints, got {stage!r}."
+        raise ConfigError(
+          f"SearchableShuffleNetV2: arch_setting[{position}] must be (channels, num_blocks, stride) of positive ints, got {stage!r}."
         )
     if not self.widen_factor > 0:
-      raise ValueError(f"SearchableShuffleNetV2: widen_factor must be > 0, got {self.widen_factor!r}.")
+      raise ConfigError(f"SearchableShuffleNetV2: widen_factor must be > 0, got {self.widen_factor!r}.")
 
   def block_candidates(self, in_channels: int, out_channels: int, stride: int) -> dict[str, Any]:
     """The four SPOS choice blocks for one position."""
@@ -88,7 +91,9 @@ class SearchableShuffleNetV2(nn.Module):
         ops[name] = ShuffleXception(in_channels, out_channels, stride, implementation=self.depthwise_implementation)
       else:
         kernel_size = int(name.split("_")[1][0])
-        ops[name] = ShuffleBlock(in_channels, out_channels, kernel_size, stride, implementation=self.depthwise_implementation)
+        ops[name] = ShuffleBlock(
+          in_channels, out_channels, kernel_size, stride, implementation=self.depthwise_implementation
+        )
     return ops
 
   @nn.compact

@@ -8,6 +8,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 
+from jaxmutate.errors import ConfigError
 from jaxmutate.mutables import OneShotMutableOP
 from jaxmutate.registry import MODELS
 
@@ -78,7 +79,9 @@ class DenseAct(nn.Module):
     del train
     activation = getattr(nn, self.activation, None)
     if not callable(activation):
-      raise ValueError(f"DenseAct: unknown activation {self.activation!r}; use a flax.linen function name like 'relu'.")
+      raise ConfigError(
+        f"DenseAct: unknown activation {self.activation!r}; use a flax.linen function name like 'relu'."
+      )
     return activation(nn.Dense(self.features)(x))
 
 

@@ -34,14 +34,16 @@ import numpy as np
 from jax import lax
 from jax.extend import core as jex_core
 
+from jaxmutate.errors import SearchSpaceError
+
 
 def _canonical_specs(ndim: int) -> lax.ConvDimensionNumbers:
   """The layout XLA:CPU's convolution kernels take: NHWC input, HWIO kernel, NHWC output."""
   spatial = tuple(range(1, ndim - 1))
   return lax.ConvDimensionNumbers(
-      lhs_spec=(0, ndim - 1, *spatial),
-      rhs_spec=(ndim - 1, ndim - 2, *range(ndim - 2)),
-      out_spec=(0, ndim - 1, *spatial),
+    lhs_spec=(0, ndim - 1, *spatial),
+    rhs_spec=(ndim - 1, ndim - 2, *range(ndim - 2)),
+    out_spec=(0, ndim - 1, *spatial),
   )
 
 
@@ -63,7 +65,7 @@ def _canonical_conv(primitive: Any, lhs: jax.Array, rhs: jax.Array, params: dict
   rhs_perm = (*rhs_spec[2:], rhs_spec[1], rhs_spec[0])
   out_perm = (out_spec[0], *out_spec[2:], out_spec[1])
   out = primitive.bind(
-      jnp.transpose(lhs, lhs_perm), jnp.transpose(rhs, rhs_perm), **{**params, "dimension_numbers": canonical}
+    jnp.transpose(lhs, lhs_perm), jnp.transpose(rhs, rhs_perm), **{**params, "dimension_numbers": canonical}
   )
   return jnp.transpose(out, tuple(int(d) for d in np.argsort(out_perm)))
 
@@ -111,10 +113,10 @@ def _with_canonical_convs(branch: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _map_members(
-    one_member: Callable[[tuple[jax.Array, list[jax.Array]]], Any],
-    index: jax.Array,
-    batched_leaves: list[jax.Array],
-    axis_size: int,
+  one_member: Callable[[tuple[jax.Array, list[jax.Array]]], Any],
+  index: jax.Array,
+  batched_leaves: list[jax.Array],
+  axis_size: int,
 ) -> tuple[Any, Any]:
   """``lax.map(one_member, (index, batched_leaves))`` that writes outputs in place.
 
@@ -134,22 +136,22 @@ def _map_members(
   reused: list[int | None] = []
   for shape in out_shapes:
     match = next(
-        (j for j in free if batched_leaves[j].shape[1:] == shape.shape and batched_leaves[j].dtype == shape.dtype),
-        None,
+      (j for j in free if batched_leaves[j].shape[1:] == shape.shape and batched_leaves[j].dtype == shape.dtype),
+      None,
     )
     if match is not None:
       free.remove(match)
     reused.append(match)
   buffer_of = {j: k for k, j in enumerate(reused) if j is not None}
   initial = [
-      batched_leaves[j] if j is not None else jnp.zeros((axis_size, *shape.shape), shape.dtype)
-      for j, shape in zip(reused, out_shapes)
+    batched_leaves[j] if j is not None else jnp.zeros((axis_size, *shape.shape), shape.dtype)
+    for j, shape in zip(reused, out_shapes)
   ]
 
   def body(i, buffers):
     member_leaves = [
-        lax.dynamic_index_in_dim(buffers[buffer_of[j]] if j in buffer_of else leaf, i, keepdims=False)
-        for j, leaf in enumerate(batched_leaves)
+      lax.dynamic_index_in_dim(buffers[buffer_of[j]] if j in buffer_of else leaf, i, keepdims=False)
+      for j, leaf in enumerate(batched_leaves)
     ]
     out_leaves = jax.tree.leaves(one_member((index[i], member_leaves)))
     return [lax.dynamic_update_index_in_dim(buf, o, i, 0) for buf, o in zip(buffers, out_leaves)]
@@ -276,7 +278,7 @@ def switch(index: jax.Array, branches: Sequence[Callable[..., Any]], *operands: 
   """
   branches = tuple(branches)
   if not branches:
-    raise ValueError("switch needs at least one branch, got an empty sequence.")
+    raise SearchSpaceError("switch needs at least one branch, got an empty sequence.")
   if len(branches) == 1:
     return branches[0](*operands)
   leaves, treedef = jax.tree.flatten(operands)
@@ -316,7 +318,7 @@ def switch(index: jax.Array, branches: Sequence[Callable[..., Any]], *operands: 
       return branch_forward
 
     out, slots = _switch_forward(
-        index, tuple(with_residuals(i) for i in range(len(branches))), (float_part, other_part)
+      index, tuple(with_residuals(i) for i in range(len(branches))), (float_part, other_part)
     )
     return out, (index, slots, float_part, other_part)
 
@@ -326,16 +328,14 @@ def switch(index: jax.Array, branches: Sequence[Callable[..., Any]], *operands: 
 
     def pullback(i):
       def run_pullback(slots, operand_leaves, g):
-        residuals = [
-            slots[where] if kind == "slot" else operand_leaves[where] for kind, where in current.sources[i]
-        ]
+        residuals = [slots[where] if kind == "slot" else operand_leaves[where] for kind, where in current.sources[i]]
         return jax.tree.unflatten(current.treedefs[i], residuals)(g)[0]
 
       return run_pullback
 
     operand_leaves = jax.tree.leaves((float_part, other_part))
     float_cotangents = _switch_forward(
-        index, tuple(pullback(i) for i in range(len(branches))), (slots, operand_leaves, cotangent)
+      index, tuple(pullback(i) for i in range(len(branches))), (slots, operand_leaves, cotangent)
     )
     return None, float_cotangents, jax.tree.map(lambda _: None, other_part)
 

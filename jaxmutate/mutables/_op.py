@@ -10,20 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmutate.mutables._base import (
-    MUTABLES_COLLECTION,
-    CandidateMutable,
-    bind_candidates,
-    call_candidate,
-    check_index_choice,
-    is_traced,
-    run_candidate_functionally,
-    same_structure,
-    tree_sum,
-    unbound_candidates,
-)
-from jaxmutate.mutables._dispatch import switch
+from jaxmutate.errors import SearchSpaceError
+from jaxmutate.mutables._candidates import CandidateMutable, same_structure, tree_sum
 from jaxmutate.registry import MODELS
+from jaxmutate.spaces import IndexSpace
 
 
 class OneShotMutableModule(CandidateMutable):
@@ -41,64 +31,23 @@ class OneShotMutableModule(CandidateMutable):
     (True, False)
   """
 
-  search_space_kind = "op"
+  @property
+  def space(self) -> IndexSpace:
+    return IndexSpace(self.choice_names)
 
   @nn.compact
   def __call__(self, x: Any, choices: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
-    return self._forward(x, choices, kwargs)
-
-  def _forward(self, x: Any, choices: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> Any:
-    names = self.choice_names
     self._record_spec()
-    owner = f"{type(self).__name__} {self.mutable_name!r}"
     if self.is_initializing():
-      bound = bind_candidates(self, self.candidates)
-      outputs = {name: call_candidate(c, x, choices, kwargs) for name, c in bound.items()}
-      same_structure(owner, outputs)
+      outputs = self._call_all([x] * len(self.choice_names), choices, kwargs, lambda c, kw: dict(kw))
+      same_structure(self._owner, outputs)
       if choices is None:
         return tree_sum(list(outputs.values()))
-      index = check_index_choice(self.mutable_name, self._read_choice(choices), len(names))
+      index = self._checked_choice(choices)
       return jax.tree.map(lambda *outs: jnp.stack(outs)[index], *outputs.values())
+    # Concrete: exactly the chosen candidate. Traced: a switch that runs one.
+    return self._run_chosen(self._checked_choice(choices), [x], choices, kwargs)
 
-    index = check_index_choice(self.mutable_name, self._read_choice(choices), len(names))
-    if not is_traced(index):
-      # A concrete choice: the network is exactly the chosen candidate.
-      name = names[int(index)]
-      chosen = bind_candidates(self, {name: self.candidates[name]})[name]
-      return call_candidate(chosen, x, choices, kwargs)
-
-    candidates = unbound_candidates(owner, self.candidates)
-    variables = {col: tree for col, tree in self.variables.items() if col != MUTABLES_COLLECTION}
-    mutable_collections = [col for col in variables if self.is_mutable_collection(col)]
-    rngs = {stream: self.make_rng(stream) for stream in self.scope.rngs}
-
-    def candidate_path(name: str) -> str:
-      return f"{self.mutable_name}.{name}" if self.mutable_name else name
-
-    def inside(key: str, path: str) -> bool:
-      return key == path or key.startswith(f"{path}.")
-
-    def branch(name: str):
-      path = candidate_path(name)
-
-      def run(variables, rngs, x, choices):
-        # Applied on its own, the candidate is the root: its own key becomes ""
-        # and its descendants lose the "<path>." prefix.
-        nested = {k[len(path) + 1:]: v for k, v in choices.items() if inside(k, path)}
-        return run_candidate_functionally(
-            candidates[name], name, variables, mutable_collections, rngs, x, nested, kwargs
-        )
-
-      return run
-
-    nested_choices = {
-        k: v for k, v in dict(choices).items() if any(inside(k, candidate_path(name)) for name in names)
-    }
-    out, updated = switch(index, [branch(name) for name in names], variables, rngs, x, nested_choices)
-    for col, tree in updated.items():
-      for name, value in tree.items():
-        self.put_variable(col, name, value)
-    return out
 
 @MODELS.register_module()
 class OneShotMutableOP(OneShotMutableModule):
@@ -164,14 +113,17 @@ class OneShotProbMutableOP(OneShotMutableModule):
   choice_probs: Sequence[float] = ()
   alias: str | None = None
 
-  def _spec_fields(self) -> dict[str, Any]:
+  @property
+  def space(self) -> IndexSpace:
     probs = tuple(float(p) for p in self.choice_probs)
     names = self.choice_names
     owner = f"OneShotProbMutableOP {self.mutable_name!r}"
     if len(probs) != len(names):
-      raise ValueError(f"{owner}: choice_probs has {len(probs)} entries but there are {len(names)} candidates {names}.")
+      raise SearchSpaceError(
+        f"{owner}: choice_probs has {len(probs)} entries but there are {len(names)} candidates {names}."
+      )
     if any(p < 0 for p in probs):
-      raise ValueError(f"{owner}: choice_probs must be non-negative, got {probs}.")
+      raise SearchSpaceError(f"{owner}: choice_probs must be non-negative, got {probs}.")
     if abs(sum(probs) - 1.0) > 1e-6:
-      raise ValueError(f"{owner}: choice_probs must sum to 1 ± 1e-6, got {probs} (sum {np.sum(probs)!r}).")
-    return {"choice_probs": probs}
+      raise SearchSpaceError(f"{owner}: choice_probs must sum to 1 ± 1e-6, got {probs} (sum {np.sum(probs)!r}).")
+    return IndexSpace(names, probs)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmutate.mutables._base import BaseMutable, MutableSpec, check_index_choice, is_traced
+from jaxmutate.errors import ConfigTypeError, SearchSpaceError
+from jaxmutate.mutables._base import BaseMutable
 from jaxmutate.registry import MODELS
+from jaxmutate.spaces import ValueSpace
 
 
 @MODELS.register_module()
@@ -44,7 +46,7 @@ class MutableValue(BaseMutable):
   default_value: int | float | None = None
   alias: str | None = None
 
-  search_space_kind = "value"
+  ordered: ClassVar[bool] = False
 
   @property
   def choices(self) -> tuple[int | float, ...]:
@@ -54,12 +56,12 @@ class MutableValue(BaseMutable):
     values = tuple(v.item() if isinstance(v, np.generic) else v for v in self.value_list)
     owner = f"{type(self).__name__} {self.mutable_name!r}"
     if not values:
-      raise ValueError(f"{owner}: value_list is empty; give at least one value.")
+      raise SearchSpaceError(f"{owner}: value_list is empty; give at least one value.")
     kinds = {type(v) for v in values}
     if len(kinds) != 1 or not kinds <= {int, float}:
-      raise TypeError(f"{owner}: value_list must hold ints or floats of one type, got {values!r}.")
+      raise ConfigTypeError(f"{owner}: value_list must hold ints or floats of one type, got {values!r}.")
     if len(set(values)) != len(values):
-      raise ValueError(f"{owner}: value_list has duplicates: {values!r}.")
+      raise SearchSpaceError(f"{owner}: value_list has duplicates: {values!r}.")
     return values
 
   @property
@@ -68,28 +70,17 @@ class MutableValue(BaseMutable):
     if self.default_value is None:
       return self._default_position(values)
     if self.default_value not in values:
-      raise ValueError(
-          f"{type(self).__name__} {self.mutable_name!r}: default_value {self.default_value!r} is not in {values!r}."
+      raise SearchSpaceError(
+        f"{type(self).__name__} {self.mutable_name!r}: default_value {self.default_value!r} is not in {values!r}."
       )
     return values.index(self.default_value)
 
   def _default_position(self, values: tuple[Any, ...]) -> int:
     return 0
 
-  def _choice_names(self) -> tuple[Any, ...]:
-    return self.choices
-
-  @classmethod
-  def export_choice(cls, spec: MutableSpec, group_choice: Any) -> Any:
-    return spec.choice_names[int(np.asarray(group_choice))]
-
-  @classmethod
-  def import_choice(cls, spec: MutableSpec, key: str, chosen: Any) -> jax.Array:
-    # 4 and 4.0 are the same value; a YAML file may write either.
-    matches = [i for i, v in enumerate(spec.choice_names) if not isinstance(chosen, bool) and chosen == v]
-    if not isinstance(chosen, (int, float)) or not matches:
-      raise ValueError(f"Subnet entry {key!r}: chosen {chosen!r} is not one of {list(spec.choice_names)}.")
-    return jnp.int32(matches[0])
+  @property
+  def space(self) -> ValueSpace:
+    return ValueSpace(self.choices, ordered=self.ordered)
 
   @nn.compact
   def __call__(self, choices: Mapping[str, Any] | None = None) -> jax.Array:
@@ -98,10 +89,8 @@ class MutableValue(BaseMutable):
     table = jnp.asarray(values)
     if self.is_initializing() and choices is None:
       return table[self.default_index]
-    index = check_index_choice(self.mutable_name, self._read_choice(choices), len(values))
-    if not is_traced(index):
-      return table[int(index)]
-    return table[index]
+    # A concrete index stays a NumPy int, so the value is a constant of the trace.
+    return table[self._checked_choice(choices)]
 
 
 @MODELS.register_module()
@@ -120,7 +109,7 @@ class OneShotMutableValue(MutableValue):
     3
   """
 
-  search_space_kind = "one_shot_value"
+  ordered: ClassVar[bool] = True
 
   @property
   def choices(self) -> tuple[int | float, ...]:
@@ -128,11 +117,3 @@ class OneShotMutableValue(MutableValue):
 
   def _default_position(self, values: tuple[Any, ...]) -> int:
     return len(values) - 1
-
-  @classmethod
-  def max_choice(cls, spec: MutableSpec) -> jax.Array:
-    return jnp.int32(spec.num_choices - 1)
-
-  @classmethod
-  def min_choice(cls, spec: MutableSpec) -> jax.Array:
-    return jnp.int32(0)

@@ -8,10 +8,10 @@ from jaxmutate.mutators._nas import NasMutator as NasMutator
 from jaxmutate.mutators._one_shot import OneShotModuleMutator as OneShotModuleMutator
 
 __all__ = [
-    "BaseMutator",
-    "DiffModuleMutator",
-    "ModuleMutator",
-    "NasMutator",
-    "OneShotModuleMutator",
-    "build_search_groups",
+  "BaseMutator",
+  "DiffModuleMutator",
+  "ModuleMutator",
+  "NasMutator",
+  "OneShotModuleMutator",
+  "build_search_groups",
 ]

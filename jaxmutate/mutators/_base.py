@@ -11,9 +11,23 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from jaxmutate._typing import Choices, FixSubnet, GroupChoices, PRNGKey, Variables
-from jaxmutate.mutables._base import MutableSpec, is_traced
+from jaxmutate.errors import (
+  ChoiceError,
+  ChoiceTypeError,
+  ConfigError,
+  ConfigTypeError,
+  MissingChoiceError,
+  NotPreparedError,
+  SearchSpaceError,
+  SubnetEntryMissingError,
+  SubnetFileError,
+  SubnetFileTypeError,
+  TracedChoiceError,
+)
+from jaxmutate.mutables import MutableSpec
 from jaxmutate.mutators._grouping import build_search_groups, collect_specs, normalize_custom_group
+from jaxmutate.spaces import SearchSpace, is_traced
+from jaxmutate.typing import Choices, FixSubnet, GroupChoices, PRNGKey, Variables
 
 
 class BaseMutator(flax.struct.PyTreeNode, abc.ABC):
@@ -32,13 +46,31 @@ class BaseMutator(flax.struct.PyTreeNode, abc.ABC):
   """
 
   @abc.abstractmethod
-  def prepare_from_supernet(self, variables: Variables) -> "BaseMutator":
+  def prepare_from_supernet(self, variables: Variables) -> BaseMutator:
     """Returns a prepared copy that knows the supernet's search groups."""
 
   @property
   @abc.abstractmethod
   def search_groups(self) -> dict[int, tuple[str, ...]]:
     """Group id → names of the mutables that share that group's choice."""
+
+  @abc.abstractmethod
+  def group_space(self, group: int) -> SearchSpace:
+    """The :class:`~jaxmutate.spaces.SearchSpace` of ``group``'s choice."""
+
+  @abc.abstractmethod
+  def sample_choices(self, key: PRNGKey, kind: str = "random") -> GroupChoices:
+    """One discrete choice per search group: ``kind`` is ``"random"``, ``"max"`` or ``"min"``.
+
+    Differentiable mutators also accept their architecture parameters in
+    place of ``key`` and then return the subnet those select (SPEC's
+    ``DiffModuleMutator.sample_choices(arch_params)``, also available as
+    ``derive_choices``).
+    """
+
+  @abc.abstractmethod
+  def set_choices(self, group_choices: Any) -> Choices:
+    """Expands group choices into ``{mutable name: choice}`` for ``model.apply``."""
 
 
 class ModuleMutator(BaseMutator):
@@ -83,11 +115,11 @@ class ModuleMutator(BaseMutator):
   def __post_init__(self) -> None:
     object.__setattr__(self, "custom_group", normalize_custom_group(self.custom_group))
     if not hasattr(type(self), "mutable_class_type"):
-      raise TypeError(f"{type(self).__name__} must define mutable_class_type (the mutables it manages).")
+      raise ConfigTypeError(f"{type(self).__name__} must define mutable_class_type (the mutables it manages).")
 
   # Preparation -----------------------------------------------------------
 
-  def prepare_from_supernet(self, variables: Variables) -> "ModuleMutator":
+  def prepare_from_supernet(self, variables: Variables) -> ModuleMutator:
     """Finds this mutator's mutables in ``variables`` and builds search groups.
 
     Args:
@@ -98,25 +130,27 @@ class ModuleMutator(BaseMutator):
       A new, prepared mutator; ``self`` is unchanged.
 
     Raises:
-      ValueError: no mutable of the managed type was found, or the grouping is
-        invalid (see :func:`build_search_groups`).
+      SearchSpaceError: no mutable of the managed type was found, or the
+        grouping is invalid (see :func:`build_search_groups`).
     """
     specs = tuple(
-        (name, spec) for name, spec in collect_specs(variables)
-        if issubclass(spec.mutable_type, self.mutable_class_type)
+      (name, spec) for name, spec in collect_specs(variables) if issubclass(spec.mutable_type, self.mutable_class_type)
     )
     if not specs:
       managed = self.mutable_class_type
       managed = managed if isinstance(managed, tuple) else (managed,)
-      raise ValueError(
-          f"{type(self).__name__} found no mutable of type {[m.__name__ for m in managed]} in the supernet."
+      raise SearchSpaceError(
+        f"{type(self).__name__} found no mutable of type {[m.__name__ for m in managed]} in the supernet."
       )
     groups = build_search_groups(specs, self.custom_group)
     return self.replace(specs=specs, groups=groups)
 
   def _require_prepared(self) -> tuple[tuple[str, ...], ...]:
     if self.groups is None:
-      raise RuntimeError(f"Call {type(self).__name__}.prepare_from_supernet(variables) first.")
+      name = type(self).__name__
+      raise NotPreparedError(
+        f"{name} is not prepared: call {name}.prepare_from_supernet(variables) and keep the mutator it returns."
+      )
     return self.groups
 
   @property
@@ -124,7 +158,7 @@ class ModuleMutator(BaseMutator):
     """Group id → mutable names, ids counting from 0 in grouping order.
 
     Raises:
-      RuntimeError: before ``prepare_from_supernet``.
+      NotPreparedError: (a ``RuntimeError``) before ``prepare_from_supernet``.
     """
     return dict(enumerate(self._require_prepared()))
 
@@ -138,6 +172,10 @@ class ModuleMutator(BaseMutator):
     """The spec shared by the mutables of ``group`` (its first member's)."""
     return self.name_to_spec[self.search_groups[group][0]]
 
+  def group_space(self, group: int) -> SearchSpace:
+    """The search space shared by the mutables of ``group``."""
+    return self.group_spec(group).space
+
   def group_key(self, group: int) -> str:
     """A readable key for ``group``: its alias, or its first mutable's name."""
     spec = self.group_spec(group)
@@ -145,14 +183,16 @@ class ModuleMutator(BaseMutator):
 
   # Choices ---------------------------------------------------------------
 
-  def _sample_group(self, spec: MutableSpec, key: PRNGKey, kind: str, group: int) -> jax.Array:
-    cls = spec.mutable_type
+  def _sample_group(self, group: int, key: PRNGKey, kind: str) -> jax.Array:
+    space = self.group_space(group)
     if kind == "random":
-      return cls.sample_choice(spec, key)
+      return space.sample(key)
     try:
-      return cls.max_choice(spec) if kind == "max" else cls.min_choice(spec)
-    except ValueError as error:
-      raise ValueError(f"sample_choices(kind={kind!r}): group {group} ({self.group_key(group)!r}): {error}") from None
+      return space.max() if kind == "max" else space.min()
+    except SearchSpaceError as error:
+      raise SearchSpaceError(
+        f"sample_choices(kind={kind!r}): group {group} ({self.group_key(group)!r}): {error}"
+      ) from None
 
   def sample_choices(self, key: PRNGKey, kind: str = "random") -> GroupChoices:
     """Draws one choice per search group.
@@ -163,53 +203,61 @@ class ModuleMutator(BaseMutator):
     Args:
       key: a PRNG key.
       kind: ``"random"`` (uniform, or ``choice_probs``), ``"max"`` or ``"min"``
-        (only where every group defines them, i.e. sorted value mutables).
+        (only where every group's space is ordered, e.g. sorted values).
 
     Returns:
       ``{group id: int32 choice}``.
 
     Raises:
-      ValueError: an unknown ``kind``, or max/min for a group without them.
+      ConfigError: an unknown ``kind``.
+      SearchSpaceError: max/min for a group whose space has no order.
     """
     if kind not in ("random", "max", "min"):
-      raise ValueError(f"sample_choices: kind must be 'random', 'max' or 'min', got {kind!r}.")
+      raise ConfigError(f"sample_choices: kind must be 'random', 'max' or 'min', got {kind!r}.")
     groups = self.search_groups
     keys = jax.random.split(key, len(groups))
-    return {g: self._sample_group(self.group_spec(g), keys[g], kind, g) for g in groups}
+    return {g: self._sample_group(g, keys[g], kind) for g in groups}
 
   def max_choices(self) -> GroupChoices:
-    """The largest choice of every group (sorted value mutables only)."""
+    """The largest choice of every group (ordered spaces only, e.g. sorted values)."""
     return self.sample_choices(jax.random.key(0), kind="max")
 
   def min_choices(self) -> GroupChoices:
-    """The smallest choice of every group (sorted value mutables only)."""
+    """The smallest choice of every group (ordered spaces only, e.g. sorted values)."""
     return self.sample_choices(jax.random.key(0), kind="min")
 
   def check_group_choices(self, group_choices: Mapping[int, Any]) -> GroupChoices:
     """Validates group choices: every id present, none unknown, right shapes.
 
+    Concrete choices are range-checked; traced ones are clipped into range
+    (see :mod:`jaxmutate.spaces`).
+
     Raises:
-      TypeError: not a mapping.
-      KeyError: a group id is missing (the message names it).
-      ValueError: an unknown group id, or a choice of the wrong shape or, when
+      ChoiceTypeError: not a mapping, or a choice of the wrong dtype.
+      MissingChoiceError: (a ``KeyError``) a group id is missing.
+      ChoiceError: an unknown group id, or a choice of the wrong shape or, when
         concrete, out of range.
     """
     groups = self.search_groups
     if not isinstance(group_choices, Mapping):
-      raise TypeError(f"Group choices must be a dict of group id -> choice, got {type(group_choices).__name__}.")
+      raise ChoiceTypeError(f"Group choices must be a dict of group id -> choice, got {type(group_choices).__name__}.")
     unknown = sorted((k for k in group_choices if k not in groups), key=str)
     if unknown:
-      raise ValueError(f"Unknown search group id(s) {unknown}; this mutator has groups {sorted(groups)}.")
+      raise ChoiceError(f"Unknown search group id(s) {unknown}; this mutator has groups {sorted(groups)}.")
     missing = [g for g in groups if g not in group_choices]
     if missing:
-      raise KeyError(
-          f"Missing choice for search group {missing[0]} ({self.group_key(missing[0])!r}); "
-          f"every group of {sorted(groups)} needs one."
+      raise MissingChoiceError(
+        f"Missing choice for search group {missing[0]} ({self.group_key(missing[0])!r}); "
+        f"every group of {sorted(groups)} needs one."
       )
-    return {
-        g: self.group_spec(g).mutable_type.check_group_choice(self.group_spec(g), g, group_choices[g])
-        for g in groups
-    }
+    checked = {}
+    for g in groups:
+      space = self.group_space(g)
+      try:
+        checked[g] = space.check(group_choices[g], f"group {g}")
+      except ChoiceError as error:
+        raise type(error)(f"{error} (group {self.group_key(g)!r}, search space {space.describe()})") from None
+    return checked
 
   def set_choices(self, group_choices: Mapping[int, Any]) -> Choices:
     """Expands group choices into per-mutable choices (the subnet).
@@ -223,13 +271,13 @@ class ModuleMutator(BaseMutator):
       ``{mutable name: choice}``, ready for ``model.apply(variables, x, choices)``.
 
     Raises:
-      KeyError: a group id is missing. ValueError: an unknown id or a bad choice.
+      MissingChoiceError: a group id is missing. ChoiceError: an unknown id or
+        a bad choice.
     """
     checked = self.check_group_choices(group_choices)
     choices = {}
     for group, names in self.search_groups.items():
-      spec = self.group_spec(group)
-      value = spec.mutable_type.mutable_choice(spec, checked[group])
+      value = self.group_space(group).member_choice(checked[group])
       for name in names:
         choices[name] = value
     return choices
@@ -265,15 +313,17 @@ class ModuleMutator(BaseMutator):
     concrete (not traced).
 
     Raises:
-      TypeError: a choice is traced (call outside ``jit``).
+      TracedChoiceError: (a ``TypeError``) a choice is traced (call outside ``jit``).
     """
     checked = self.check_group_choices(group_choices)
     fix_subnet: FixSubnet = {}
     for group in self.search_groups:
       if is_traced(checked[group]):
-        raise TypeError("export_fix_subnet needs concrete choices; call it outside jit/vmap.")
-      spec = self.group_spec(group)
-      chosen = spec.mutable_type.export_choice(spec, checked[group])
+        raise TracedChoiceError(
+          f"export_fix_subnet needs concrete choices, but group {group} ({self.group_key(group)!r}) is traced; "
+          "call it outside jit/vmap."
+        )
+      chosen = self.group_space(group).export(checked[group])
       for key in self._export_keys(group):
         fix_subnet[key] = {"chosen": chosen}
     return fix_subnet
@@ -282,35 +332,39 @@ class ModuleMutator(BaseMutator):
     """Reads a subnet (a dict or a YAML/JSON file path) back into group choices.
 
     Raises:
-      TypeError: ``fix_subnet`` (or an entry of it) is not a mapping.
-      KeyError: an entry for some mutable or alias is missing.
-      ValueError: an unknown entry, a value not among the candidates, or two
-        entries of one group that disagree.
+      SubnetFileTypeError: (a ``TypeError``) ``fix_subnet`` (or an entry of it)
+        is not a mapping.
+      SubnetEntryMissingError: (a ``KeyError``) an entry for some mutable or
+        alias is missing.
+      SubnetFileError: (a ``ValueError``) an unknown entry, a value not among
+        the candidates, or two entries of one group that disagree.
     """
     from jaxmutate.subnet import read_fix_subnet
 
     if isinstance(fix_subnet, (str, Path)):
       fix_subnet = read_fix_subnet(fix_subnet)
     if not isinstance(fix_subnet, Mapping):
-      raise TypeError(f"load_fix_subnet expects a mapping of name -> {{'chosen': value}}, got {type(fix_subnet).__name__}.")
+      raise SubnetFileTypeError(
+        f"load_fix_subnet expects a mapping of name -> {{'chosen': value}}, got {type(fix_subnet).__name__}."
+      )
     expected = [key for group in self.search_groups for key in self._export_keys(group)]
     unknown = [key for key in fix_subnet if key not in expected]
     if unknown:
-      raise ValueError(f"Subnet has unknown entries {unknown}; expected keys {expected}.")
+      raise SubnetFileError(f"Subnet has unknown entries {unknown}; expected keys {expected}.")
     group_choices: GroupChoices = {}
     for group in self.search_groups:
-      spec = self.group_spec(group)
+      space = self.group_space(group)
       values = []
       for key in self._export_keys(group):
         if key not in fix_subnet:
-          raise KeyError(f"Subnet has no entry for {key!r} (search group {group}).")
+          raise SubnetEntryMissingError(f"Subnet has no entry for {key!r} (search group {group}).")
         entry = fix_subnet[key]
         if not isinstance(entry, Mapping) or "chosen" not in entry:
-          raise TypeError(f"Subnet entry {key!r} must be a mapping with a 'chosen' key, got {entry!r}.")
-        values.append((key, spec.mutable_type.import_choice(spec, key, entry["chosen"])))
+          raise SubnetFileTypeError(f"Subnet entry {key!r} must be a mapping with a 'chosen' key, got {entry!r}.")
+        values.append((key, space.load(entry["chosen"], key)))
       first_key, first = values[0]
       for key, value in values[1:]:
         if not bool(jnp.all(value == first)):
-          raise ValueError(f"Subnet entries {first_key!r} and {key!r} share search group {group} but disagree.")
+          raise SubnetFileError(f"Subnet entries {first_key!r} and {key!r} share search group {group} but disagree.")
       group_choices[group] = first
     return group_choices

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from jaxmutate.mutables._base import MUTABLES_COLLECTION, MutableSpec
+from jaxmutate.errors import ConfigError, ConfigTypeError, SearchSpaceError
+from jaxmutate.mutables import MUTABLES_COLLECTION, MutableSpec
 
 
 def normalize_custom_group(custom_group: Any) -> tuple[tuple[str, ...], ...] | None:
@@ -18,16 +19,16 @@ def normalize_custom_group(custom_group: Any) -> tuple[tuple[str, ...], ...] | N
   if custom_group is None:
     return None
   if isinstance(custom_group, (str, bytes)) or not isinstance(custom_group, Sequence):
-    raise TypeError(f"custom_group must be a list of lists of mutable names or aliases, got {custom_group!r}.")
+    raise ConfigTypeError(f"custom_group must be a list of lists of mutable names or aliases, got {custom_group!r}.")
   frozen = []
   for position, entry in enumerate(custom_group):
     if isinstance(entry, (str, bytes)) or not isinstance(entry, Sequence):
-      raise TypeError(f"custom_group[{position}] must be a list of mutable names or aliases, got {entry!r}.")
+      raise ConfigTypeError(f"custom_group[{position}] must be a list of mutable names or aliases, got {entry!r}.")
     if not entry:
-      raise ValueError(f"custom_group[{position}] is empty; every group needs at least one name or alias.")
+      raise ConfigError(f"custom_group[{position}] is empty; every group needs at least one name or alias.")
     for key in entry:
       if not isinstance(key, str):
-        raise TypeError(f"custom_group[{position}] holds {key!r}; names and aliases are strings.")
+        raise ConfigTypeError(f"custom_group[{position}] holds {key!r}; names and aliases are strings.")
     frozen.append(tuple(entry))
   return tuple(frozen)
 
@@ -41,11 +42,13 @@ def collect_specs(variables: Mapping[str, Any]) -> list[tuple[str, MutableSpec]]
       ``init`` of a supernet, or the collection was dropped).
   """
   if not isinstance(variables, Mapping):
-    raise TypeError(f"prepare_from_supernet expects the variable dict from model.init, got {type(variables).__name__}.")
+    raise ConfigTypeError(
+      f"prepare_from_supernet expects the variable dict from model.init, got {type(variables).__name__}."
+    )
   if MUTABLES_COLLECTION not in variables:
-    raise ValueError(
-        f"The variables have no {MUTABLES_COLLECTION!r} collection (collections: {sorted(variables)}). "
-        "Pass the whole dict returned by model.init(...), not only variables['params']."
+    raise SearchSpaceError(
+      f"The variables have no {MUTABLES_COLLECTION!r} collection (collections: {sorted(variables)}). "
+      "Pass the whole dict returned by model.init(...), not only variables['params']."
     )
   found: list[tuple[str, MutableSpec]] = []
 
@@ -62,8 +65,8 @@ def collect_specs(variables: Mapping[str, Any]) -> list[tuple[str, MutableSpec]]
 
 
 def build_search_groups(
-    specs: Sequence[tuple[str, MutableSpec]],
-    custom_group: tuple[tuple[str, ...], ...] | None,
+  specs: Sequence[tuple[str, MutableSpec]],
+  custom_group: tuple[tuple[str, ...], ...] | None,
 ) -> tuple[tuple[str, ...], ...]:
   """Groups mutables: custom groups, then aliases, then singletons.
 
@@ -103,14 +106,14 @@ def build_search_groups(
   def add(group: list[str], source: str) -> None:
     for position, name in enumerate(group):
       if name in group[:position]:
-        raise ValueError(
-            f"Mutable {name!r} is listed twice in search group {len(groups)} (from {source}); "
-            "each mutable may be listed once in custom_group, by name or through its alias."
+        raise SearchSpaceError(
+          f"Mutable {name!r} is listed twice in search group {len(groups)} (from {source}); "
+          "each mutable may be listed once in custom_group, by name or through its alias."
         )
       if name in grouped:
-        raise ValueError(
-            f"Mutable {name!r} lands in two search groups ({grouped[name]} and {len(groups)}, from {source}); "
-            "each mutable may be listed once in custom_group, by name or through its alias."
+        raise SearchSpaceError(
+          f"Mutable {name!r} lands in two search groups ({grouped[name]} and {len(groups)}, from {source}); "
+          "each mutable may be listed once in custom_group, by name or through its alias."
         )
     for name in group:
       grouped[name] = len(groups)
@@ -121,9 +124,9 @@ def build_search_groups(
   for alias in sorted(listed_aliases):
     mixed = sorted(set(alias_members[alias]) & listed_names)
     if mixed:
-      raise ValueError(
-          f"custom_group uses alias {alias!r} and also its mutable name(s) {mixed}; "
-          "use either the alias or the names of its mutables, not both."
+      raise SearchSpaceError(
+        f"custom_group uses alias {alias!r} and also its mutable name(s) {mixed}; "
+        "use either the alias or the names of its mutables, not both."
       )
 
   for position, entry in enumerate(custom_group or ()):
@@ -135,9 +138,9 @@ def build_search_groups(
       elif key in spec_of:
         members.append(key)
       else:
-        raise ValueError(
-            f"custom_group[{position}] key {key!r} matches no mutable name or alias. "
-            f"Mutable names: {names}; aliases: {sorted(alias_members)}."
+        raise SearchSpaceError(
+          f"custom_group[{position}] key {key!r} matches no mutable name or alias. "
+          f"Mutable names: {names}; aliases: {sorted(alias_members)}."
         )
     add(members, f"custom_group[{position}]")
 
@@ -155,10 +158,10 @@ def build_search_groups(
   for group_id, group in enumerate(groups):
     first = spec_of[group[0]]
     for name in group[1:]:
-      if spec_of[name].search_space != first.search_space:
-        raise ValueError(
-            f"Search group {group_id} mixes mutables with different search spaces: {group[0]!r} "
-            f"({first.mutable_type.__name__}, {list(first.choice_names)}) and {name!r} "
-            f"({spec_of[name].mutable_type.__name__}, {list(spec_of[name].choice_names)})."
+      if spec_of[name].space != first.space:
+        raise SearchSpaceError(
+          f"Search group {group_id} mixes mutables with different search spaces: {group[0]!r} "
+          f"({first.describe()}) and {name!r} ({spec_of[name].describe()}); "
+          "only mutables with equal search spaces can share a choice."
         )
   return tuple(groups)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from jaxmutate.mutables._base import BaseMutable
+from jaxmutate.mutables import BaseMutable
 from jaxmutate.mutators._base import ModuleMutator
 from jaxmutate.registry import MODELS
 
@@ -15,8 +15,9 @@ class NasMutator(ModuleMutator):
 
   Every group choice is discrete here: ``sample_choices(key, kind)`` draws an
   index (routes: ``num_chosen`` distinct edge indices), and ``set_choices``
-  hands differentiable mutables ``-inf``-masked logits for it. Differentiable
-  groups also accept logit vectors in ``set_choices``.
+  hands it to every mutable of the group, so a differentiable op runs only its
+  chosen candidate (a route only its chosen edges), exactly as a one-shot op
+  does. Differentiable groups also accept logit vectors in ``set_choices``.
 
   Example:
     >>> import jax, jax.numpy as jnp, flax.linen as nn

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from jaxmutate.mutables._op import OneShotMutableModule
-from jaxmutate.mutables._value import MutableValue
+from jaxmutate.mutables import MutableValue, OneShotMutableModule
 from jaxmutate.mutators._base import ModuleMutator
 from jaxmutate.registry import MODELS
 

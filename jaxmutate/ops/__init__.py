@@ -13,34 +13,35 @@ Example:
   (1, 8, 8, 8)
 """
 
-from jaxmutate.ops._common import Identity
-from jaxmutate.ops._common import batch_norm
-from jaxmutate.ops._darts import DartsDilConv
-from jaxmutate.ops._darts import DartsPoolBN
-from jaxmutate.ops._darts import DartsSepConv
-from jaxmutate.ops._darts import DartsSkipConnect
-from jaxmutate.ops._darts import DartsZero
-from jaxmutate.ops._depthwise import DepthwiseConv
-from jaxmutate.ops._depthwise import default_implementation
-from jaxmutate.ops._depthwise import depthwise_conv
+from jaxmutate.ops._batch_norm import BatchNorm, batch_moments
+from jaxmutate.ops._common import ConvBN, Identity, PointwiseConv, batch_norm
+from jaxmutate.ops._darts import DartsDilConv, DartsPoolBN, DartsSepConv, DartsSkipConnect, DartsZero
+from jaxmutate.ops._deferred import DeferredNorm, apply_to_input, as_array, rematerialized
+from jaxmutate.ops._depthwise import DepthwiseConv, default_implementation, depthwise_conv
 from jaxmutate.ops._mobilenet import InvertedResidual
-from jaxmutate.ops._shufflenet import ShuffleBlock
-from jaxmutate.ops._shufflenet import ShuffleXception
-from jaxmutate.ops._shufflenet import channel_shuffle
+from jaxmutate.ops._shufflenet import ShuffleBlock, ShuffleXception, channel_shuffle
 
 __all__ = [
-    "DartsDilConv",
-    "DartsPoolBN",
-    "DartsSepConv",
-    "DartsSkipConnect",
-    "DartsZero",
-    "DepthwiseConv",
-    "Identity",
-    "InvertedResidual",
-    "ShuffleBlock",
-    "ShuffleXception",
-    "batch_norm",
-    "channel_shuffle",
-    "default_implementation",
-    "depthwise_conv",
+  "BatchNorm",
+  "ConvBN",
+  "DartsDilConv",
+  "DartsPoolBN",
+  "DartsSepConv",
+  "DartsSkipConnect",
+  "DartsZero",
+  "DeferredNorm",
+  "DepthwiseConv",
+  "Identity",
+  "InvertedResidual",
+  "PointwiseConv",
+  "ShuffleBlock",
+  "ShuffleXception",
+  "apply_to_input",
+  "as_array",
+  "batch_moments",
+  "batch_norm",
+  "channel_shuffle",
+  "default_implementation",
+  "depthwise_conv",
+  "rematerialized",
 ]

@@ -9,15 +9,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxmutate.ops._batch_norm import (
-    BN_EPSILON,
-    BN_MOMENTUM,
-    BatchNorm,
-    DeferredNorm,
-    apply_to_input,
-    as_array,
-    check_activation,
-)
+from jaxmutate.errors import ConfigError, ConfigTypeError
+from jaxmutate.ops._batch_norm import BN_EPSILON, BN_MOMENTUM, BatchNorm
+from jaxmutate.ops._deferred import DeferredNorm, apply_to_input, as_array, check_activation
 from jaxmutate.ops._depthwise import DepthwiseConv
 from jaxmutate.registry import MODELS
 
@@ -25,43 +19,52 @@ from jaxmutate.registry import MODELS
 def check_positive_int(value: Any, name: str, owner: str) -> None:
   """Raises unless ``value`` is an int >= 1 (``owner`` names the module)."""
   if isinstance(value, bool) or not isinstance(value, int):
-    raise TypeError(f"{owner} {name} must be an int, got {value!r}.")
+    raise ConfigTypeError(f"{owner} {name} must be an int, got {value!r}.")
   if value < 1:
-    raise ValueError(f"{owner} {name} must be >= 1, got {value!r}.")
+    raise ConfigError(f"{owner} {name} must be >= 1, got {value!r}.")
 
 
 def check_choice(value: Any, name: str, owner: str, allowed: tuple[Any, ...]) -> None:
   """Raises ``ValueError`` unless ``value`` is one of ``allowed``."""
   if isinstance(value, bool) or value not in allowed:
-    raise ValueError(f"{owner} {name} must be one of {allowed}, got {value!r}.")
+    raise ConfigError(f"{owner} {name} must be one of {allowed}, got {value!r}.")
 
 
 def batch_norm(
-    train: bool,
-    momentum: float = BN_MOMENTUM,
-    epsilon: float = BN_EPSILON,
-    affine: bool = True,
-    name: str | None = None,
+  train: bool,
+  momentum: float = BN_MOMENTUM,
+  epsilon: float = BN_EPSILON,
+  affine: bool = True,
+  name: str | None = None,
 ) -> nn.BatchNorm:
   """``nn.BatchNorm`` with PyTorch-like defaults; batch statistics iff ``train``.
 
   Must be called inside a compact method.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, flax.linen as nn
+    >>> from jaxmutate.ops import batch_norm
+    >>> class Net(nn.Module):
+    ...   @nn.compact
+    ...   def __call__(self, x, train=False):
+    ...     return batch_norm(train)(x)
+    >>> variables = Net().init(jax.random.key(0), jnp.ones((2, 3)))
+    >>> sorted(variables), variables["batch_stats"]["BatchNorm_0"]["mean"].shape
+    (['batch_stats', 'params'], (3,))
   """
   return nn.BatchNorm(
-      use_running_average=not train,
-      momentum=momentum,
-      epsilon=epsilon,
-      use_scale=affine,
-      use_bias=affine,
-      name=name,
+    use_running_average=not train,
+    momentum=momentum,
+    epsilon=epsilon,
+    use_scale=affine,
+    use_bias=affine,
+    name=name,
   )
 
 
 def _pointwise(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """(..., Cin) @ (Cin, Cout) as one 2-d matmul."""
-  flat = lax.dot_general(
-      x.reshape(-1, x.shape[-1]), kernel, (((1,), (0,)), ((), ()))
-  )
+  flat = lax.dot_general(x.reshape(-1, x.shape[-1]), kernel, (((1,), (0,)), ((), ())))
   return flat.reshape(*x.shape[:-1], kernel.shape[-1])
 
 
@@ -84,7 +87,7 @@ class PointwiseConv(nn.Module):
 
   Example:
     >>> import jax, jax.numpy as jnp
-    >>> from jaxmutate.ops._common import PointwiseConv
+    >>> from jaxmutate.ops import PointwiseConv
     >>> conv = PointwiseConv(features=6)
     >>> variables = conv.init(jax.random.key(0), jnp.ones((1, 4, 4, 3)))
     >>> variables["params"]["kernel"].shape
@@ -108,8 +111,10 @@ class PointwiseConv(nn.Module):
     """
     channels = x.shape[-1]
     kernel = self.param(
-        "kernel", self.kernel_init, (1, 1, channels, self.features),
-        self.param_dtype,
+      "kernel",
+      self.kernel_init,
+      (1, 1, channels, self.features),
+      self.param_dtype,
     )
     return apply_to_input(x, _pointwise, kernel[0, 0], dtype=self.dtype)
 
@@ -139,7 +144,7 @@ class ConvBN(nn.Module):
 
   Example:
     >>> import jax, jax.numpy as jnp
-    >>> from jaxmutate.ops._common import ConvBN
+    >>> from jaxmutate.ops import ConvBN
     >>> block = ConvBN(features=4, kernel_size=3, depthwise=True, act="relu")
     >>> variables = block.init(jax.random.key(0), jnp.ones((1, 6, 6, 4)))
     >>> block.apply(variables, jnp.ones((1, 6, 6, 4))).shape
@@ -163,11 +168,11 @@ class ConvBN(nn.Module):
 
   @nn.compact
   def __call__(
-      self,
-      x: jax.Array | DeferredNorm,
-      *,
-      train: bool = False,
-      defer: bool = False,
+    self,
+    x: jax.Array | DeferredNorm,
+    *,
+    train: bool = False,
+    defer: bool = False,
   ) -> jax.Array | DeferredNorm:
     """Applies conv, BN (batch stats iff ``train``) and the activation.
 
@@ -184,32 +189,32 @@ class ConvBN(nn.Module):
     pad = (self.kernel_size // 2) * self.dilation
     if self.depthwise:
       x = DepthwiseConv(
-          kernel_size=self.kernel_size,
-          strides=self.stride,
-          dilation=self.dilation,
-          padding=((pad, pad), (pad, pad)),
-          implementation=self.implementation,
-          name="conv",
+        kernel_size=self.kernel_size,
+        strides=self.stride,
+        dilation=self.dilation,
+        padding=((pad, pad), (pad, pad)),
+        implementation=self.implementation,
+        name="conv",
       )(x)
     elif self.kernel_size == 1 and self.stride == 1:
       x = PointwiseConv(self.features, name="conv")(x)
     else:
       x = nn.Conv(
-          self.features,
-          (self.kernel_size, self.kernel_size),
-          strides=self.stride,
-          kernel_dilation=self.dilation,
-          padding=((pad, pad), (pad, pad)),
-          use_bias=False,
-          name="conv",
+        self.features,
+        (self.kernel_size, self.kernel_size),
+        strides=self.stride,
+        kernel_dilation=self.dilation,
+        padding=((pad, pad), (pad, pad)),
+        use_bias=False,
+        name="conv",
       )(as_array(x))
     return BatchNorm(
-        use_running_average=not train,
-        momentum=self.bn_momentum,
-        epsilon=self.bn_epsilon,
-        affine=self.affine,
-        activation=self.act,
-        name="bn",
+      use_running_average=not train,
+      momentum=self.bn_momentum,
+      epsilon=self.bn_epsilon,
+      affine=self.affine,
+      activation=self.act,
+      name="bn",
     )(x, defer=defer)
 
 
@@ -236,18 +241,13 @@ class Identity(nn.Module):
 
   def __post_init__(self) -> None:
     if self.stride != 1:
-      raise ValueError(
-          f"Identity stride must be 1, got {self.stride!r}; use "
-          "DartsSkipConnect for a strided skip connection."
+      raise ConfigError(
+        f"Identity stride must be 1, got {self.stride!r}; use DartsSkipConnect for a strided skip connection."
       )
-    if (
-        self.in_channels is not None
-        and self.out_channels is not None
-        and self.in_channels != self.out_channels
-    ):
-      raise ValueError(
-          f"Identity needs in_channels == out_channels, got "
-          f"in_channels={self.in_channels}, out_channels={self.out_channels}."
+    if self.in_channels is not None and self.out_channels is not None and self.in_channels != self.out_channels:
+      raise ConfigError(
+        f"Identity needs in_channels == out_channels, got "
+        f"in_channels={self.in_channels}, out_channels={self.out_channels}."
       )
     super().__post_init__()
 

@@ -16,12 +16,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxmutate.errors import ConfigError
 from jaxmutate.ops._common import (
-    BN_EPSILON,
-    BN_MOMENTUM,
-    batch_norm,
-    check_choice,
-    check_positive_int,
+  BN_EPSILON,
+  BN_MOMENTUM,
+  batch_norm,
+  check_choice,
+  check_positive_int,
 )
 from jaxmutate.ops._depthwise import DepthwiseConv
 from jaxmutate.registry import MODELS
@@ -73,17 +74,12 @@ class DartsPoolBN(nn.Module):
     check_choice(self.pool_type, "pool_type", "DartsPoolBN", ("max", "avg"))
     check_positive_int(self.kernel_size, "kernel_size", "DartsPoolBN")
     if self.kernel_size % 2 == 0:
-      raise ValueError(
-          f"DartsPoolBN kernel_size must be odd, got {self.kernel_size}."
-      )
+      raise ConfigError(f"DartsPoolBN kernel_size must be odd, got {self.kernel_size}.")
     check_choice(self.stride, "stride", "DartsPoolBN", (1, 2))
     _check_in_out("DartsPoolBN", self.in_channels, self.out_channels)
-    if None not in (self.in_channels, self.out_channels) and (
-        self.in_channels != self.out_channels
-    ):
-      raise ValueError(
-          f"DartsPoolBN keeps the channels: in_channels={self.in_channels} must "
-          f"equal out_channels={self.out_channels}."
+    if None not in (self.in_channels, self.out_channels) and (self.in_channels != self.out_channels):
+      raise ConfigError(
+        f"DartsPoolBN keeps the channels: in_channels={self.in_channels} must equal out_channels={self.out_channels}."
       )
     super().__post_init__()
 
@@ -96,9 +92,7 @@ class DartsPoolBN(nn.Module):
       x = nn.max_pool(x, window, strides, pads)
     else:
       x = nn.avg_pool(x, window, strides, pads, count_include_pad=False)
-    return batch_norm(
-        train, self.bn_momentum, self.bn_epsilon, self.affine, name="bn"
-    )(x)
+    return batch_norm(train, self.bn_momentum, self.bn_epsilon, self.affine, name="bn")(x)
 
 
 @MODELS.register_module()
@@ -152,17 +146,15 @@ class DartsDilConv(nn.Module):
     pad = (self.kernel_size // 2) * self.dilation
     x = nn.relu(x)
     x = DepthwiseConv(
-        kernel_size=self.kernel_size,
-        strides=self.stride,
-        dilation=self.dilation,
-        padding=((pad, pad), (pad, pad)),
-        implementation=self.implementation,
-        name="depthwise",
+      kernel_size=self.kernel_size,
+      strides=self.stride,
+      dilation=self.dilation,
+      padding=((pad, pad), (pad, pad)),
+      implementation=self.implementation,
+      name="depthwise",
     )(x)
     x = nn.Conv(self.out_channels, (1, 1), use_bias=False, name="pointwise")(x)
-    return batch_norm(
-        train, self.bn_momentum, self.bn_epsilon, self.affine, name="bn"
-    )(x)
+    return batch_norm(train, self.bn_momentum, self.bn_epsilon, self.affine, name="bn")(x)
 
 
 @MODELS.register_module()
@@ -211,21 +203,17 @@ class DartsSepConv(nn.Module):
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     """Applies the op to NHWC ``x``; BN uses batch statistics iff ``train``."""
     k, pad = self.kernel_size, self.kernel_size // 2
-    for i, (stride, features) in enumerate(
-        ((self.stride, self.in_channels), (1, self.out_channels))
-    ):
+    for i, (stride, features) in enumerate(((self.stride, self.in_channels), (1, self.out_channels))):
       x = nn.relu(x)
       x = DepthwiseConv(
-          kernel_size=k,
-          strides=stride,
-          padding=((pad, pad), (pad, pad)),
-          implementation=self.implementation,
-          name=f"depthwise{i}",
+        kernel_size=k,
+        strides=stride,
+        padding=((pad, pad), (pad, pad)),
+        implementation=self.implementation,
+        name=f"depthwise{i}",
       )(x)
       x = nn.Conv(features, (1, 1), use_bias=False, name=f"pointwise{i}")(x)
-      x = batch_norm(
-          train, self.bn_momentum, self.bn_epsilon, self.affine, name=f"bn{i}"
-      )(x)
+      x = batch_norm(train, self.bn_momentum, self.bn_epsilon, self.affine, name=f"bn{i}")(x)
     return x
 
 
@@ -266,15 +254,14 @@ class DartsSkipConnect(nn.Module):
     _check_in_out("DartsSkipConnect", self.in_channels, self.out_channels)
     check_choice(self.stride, "stride", "DartsSkipConnect", (1, 2))
     if self.stride == 1 and self.in_channels != self.out_channels:
-      raise ValueError(
-          f"DartsSkipConnect at stride 1 is the identity and needs "
-          f"in_channels == out_channels, got in_channels={self.in_channels}, "
-          f"out_channels={self.out_channels}."
+      raise ConfigError(
+        f"DartsSkipConnect at stride 1 is the identity and needs "
+        f"in_channels == out_channels, got in_channels={self.in_channels}, "
+        f"out_channels={self.out_channels}."
       )
     if self.stride == 2 and self.out_channels % 2:
-      raise ValueError(
-          f"DartsSkipConnect at stride 2 concatenates two halves and needs an "
-          f"even out_channels, got {self.out_channels}."
+      raise ConfigError(
+        f"DartsSkipConnect at stride 2 concatenates two halves and needs an even out_channels, got {self.out_channels}."
       )
     super().__post_init__()
 
@@ -284,19 +271,14 @@ class DartsSkipConnect(nn.Module):
     if self.stride == 1:
       return x
     if x.shape[1] % 2 or x.shape[2] % 2:
-      raise ValueError(
-          f"DartsSkipConnect at stride 2 needs even spatial sizes, got "
-          f"x.shape={tuple(x.shape)}."
-      )
+      raise ConfigError(f"DartsSkipConnect at stride 2 needs even spatial sizes, got x.shape={tuple(x.shape)}.")
     x = nn.relu(x)
     half = self.out_channels // 2
     conv = dict(kernel_size=(1, 1), strides=2, padding="VALID", use_bias=False)
     y1 = nn.Conv(half, name="conv1", **conv)(x)
     y2 = nn.Conv(half, name="conv2", **conv)(x[:, 1:, 1:, :])
     y = jnp.concatenate([y1, y2], axis=-1)
-    return batch_norm(
-        train, self.bn_momentum, self.bn_epsilon, self.affine, name="bn"
-    )(y)
+    return batch_norm(train, self.bn_momentum, self.bn_epsilon, self.affine, name="bn")(y)
 
 
 @MODELS.register_module()
@@ -322,12 +304,9 @@ class DartsZero(nn.Module):
   def __post_init__(self) -> None:
     check_positive_int(self.stride, "stride", "DartsZero")
     _check_in_out("DartsZero", self.in_channels, self.out_channels)
-    if None not in (self.in_channels, self.out_channels) and (
-        self.in_channels != self.out_channels
-    ):
-      raise ValueError(
-          f"DartsZero keeps the channels: in_channels={self.in_channels} must "
-          f"equal out_channels={self.out_channels}."
+    if None not in (self.in_channels, self.out_channels) and (self.in_channels != self.out_channels):
+      raise ConfigError(
+        f"DartsZero keeps the channels: in_channels={self.in_channels} must equal out_channels={self.out_channels}."
       )
     super().__post_init__()
 

@@ -32,20 +32,20 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxmutate.ops._batch_norm import DeferredNorm
-from jaxmutate.ops._batch_norm import apply_to_input
+from jaxmutate.errors import ConfigError, ConfigTypeError
+from jaxmutate.ops._deferred import DeferredNorm, apply_to_input
 from jaxmutate.registry import MODELS
 
 Implementation = Literal["shifted", "xla"]
-PaddingLike = Union[str, int, Sequence[int], Sequence[tuple[int, int]]]
-IntPair = Union[int, Sequence[int]]
+PaddingLike = str | int | Sequence[int] | Sequence[tuple[int, int]]
+IntPair = int | Sequence[int]
 
 IMPLEMENTATIONS: tuple[str, ...] = ("shifted", "xla")
 
@@ -81,21 +81,17 @@ def default_implementation() -> str:
 def _pair(value: Any, name: str) -> tuple[int, int]:
   """Normalises an int or a pair of ints >= 1 (``stride``, ``dilation``)."""
   if isinstance(value, bool):
-    raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}.")
+    raise ConfigTypeError(f"{name} must be an int or a pair of ints, got {value!r}.")
   if isinstance(value, int):
     value = (value, value)
   try:
     pair = tuple(value)
   except TypeError:
-    raise TypeError(
-        f"{name} must be an int or a pair of ints, got {value!r}."
-    ) from None
-  if len(pair) != 2 or not all(
-      isinstance(v, int) and not isinstance(v, bool) for v in pair
-  ):
-    raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}.")
+    raise ConfigTypeError(f"{name} must be an int or a pair of ints, got {value!r}.") from None
+  if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+    raise ConfigTypeError(f"{name} must be an int or a pair of ints, got {value!r}.")
   if min(pair) < 1:
-    raise ValueError(f"{name} must be >= 1, got {value!r}.")
+    raise ConfigError(f"{name} must be >= 1, got {value!r}.")
   return pair  # type: ignore[return-value]
 
 
@@ -107,29 +103,26 @@ def _same_pads(size: int, k: int, s: int, d: int) -> tuple[int, int]:
 
 
 def _resolve_padding(
-    padding: Any,
-    spatial: tuple[int, int],
-    ksize: tuple[int, int],
-    stride: tuple[int, int],
-    dilation: tuple[int, int],
+  padding: Any,
+  spatial: tuple[int, int],
+  ksize: tuple[int, int],
+  stride: tuple[int, int],
+  dilation: tuple[int, int],
 ) -> tuple[tuple[int, int], tuple[int, int]]:
   """Turns ``padding`` into explicit ((lo, hi), (lo, hi)) pairs."""
   if isinstance(padding, str):
     mode = padding.upper()
     if mode == "SAME":
       return tuple(  # type: ignore[return-value]
-          _same_pads(n, k, s, d)
-          for n, k, s, d in zip(spatial, ksize, stride, dilation)
+        _same_pads(n, k, s, d) for n, k, s, d in zip(spatial, ksize, stride, dilation)
       )
     if mode == "VALID":
       return ((0, 0), (0, 0))
-    raise ValueError(
-        f"padding must be 'SAME', 'VALID', an int, a pair of ints or a pair of "
-        f"(lo, hi) pairs, got {padding!r}."
+    raise ConfigError(
+      f"padding must be 'SAME', 'VALID', an int, a pair of ints or a pair of (lo, hi) pairs, got {padding!r}."
     )
   bad = ValueError(
-      f"padding must be 'SAME', 'VALID', an int >= 0, a pair of ints or a pair "
-      f"of (lo, hi) pairs, got {padding!r}."
+    f"padding must be 'SAME', 'VALID', an int >= 0, a pair of ints or a pair of (lo, hi) pairs, got {padding!r}."
   )
   if isinstance(padding, bool):
     raise bad
@@ -151,7 +144,7 @@ def _resolve_padding(
         raise bad from None
   flat = [p for pair in pads for p in pair]
   if any(len(pair) != 2 for pair in pads) or not all(
-      isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in flat
+    isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in flat
   ):
     raise bad
   return tuple(tuple(pair) for pair in pads)  # type: ignore[return-value]
@@ -161,33 +154,25 @@ def _canonical_kernel(kernel: jax.Array, channels: int) -> jax.Array:
   """Checks ``kernel`` and returns it as (kh, kw, C)."""
   if kernel.ndim == 4:
     if kernel.shape[2] != 1:
-      raise ValueError(
-          f"A 4-d depthwise kernel must be HWIO with I == 1, i.e. (kh, kw, 1, "
-          f"C); got kernel.shape={tuple(kernel.shape)}."
+      raise ConfigError(
+        f"A 4-d depthwise kernel must be HWIO with I == 1, i.e. (kh, kw, 1, C); got kernel.shape={tuple(kernel.shape)}."
       )
     kernel = kernel[:, :, 0, :]
   if kernel.ndim != 3:
-    raise ValueError(
-        f"kernel must have shape (kh, kw, C) or (kh, kw, 1, C), got "
-        f"kernel.shape={tuple(kernel.shape)}."
-    )
+    raise ConfigError(f"kernel must have shape (kh, kw, C) or (kh, kw, 1, C), got kernel.shape={tuple(kernel.shape)}.")
   kh, kw, kc = kernel.shape
   if kh % 2 == 0 or kw % 2 == 0:
-    raise ValueError(
-        f"kernel sizes must be odd (3, 5, 7, ...), got kernel.shape="
-        f"{tuple(kernel.shape)} (kernel size {kh}x{kw})."
+    raise ConfigError(
+      f"kernel sizes must be odd (3, 5, 7, ...), got kernel.shape={tuple(kernel.shape)} (kernel size {kh}x{kw})."
     )
   if kc != channels:
     if kc % channels == 0:
-      raise ValueError(
-          f"kernel has {kc} output channels for {channels} input channels "
-          f"(channel multiplier {kc // channels}); only channel multiplier 1 "
-          "is supported: kernel.shape[-1] must equal x.shape[-1]."
+      raise ConfigError(
+        f"kernel has {kc} output channels for {channels} input channels "
+        f"(channel multiplier {kc // channels}); only channel multiplier 1 "
+        "is supported: kernel.shape[-1] must equal x.shape[-1]."
       )
-    raise ValueError(
-        f"kernel.shape[-1]={kc} does not match the input channels "
-        f"x.shape[-1]={channels}."
-    )
+    raise ConfigError(f"kernel.shape[-1]={kc} does not match the input channels x.shape[-1]={channels}.")
   return kernel
 
 
@@ -196,11 +181,11 @@ def _out_size(size: int, pads: tuple[int, int], k: int, s: int, d: int) -> int:
 
 
 def _shifted_forward(
-    x: jax.Array,
-    kernel: jax.Array,
-    stride: tuple[int, int],
-    dilation: tuple[int, int],
-    pads: tuple[tuple[int, int], tuple[int, int]],
+  x: jax.Array,
+  kernel: jax.Array,
+  stride: tuple[int, int],
+  dilation: tuple[int, int],
+  pads: tuple[tuple[int, int], tuple[int, int]],
 ) -> jax.Array:
   """Plain-jnp depthwise conv as k² shifted multiply-adds (one XLA fusion)."""
   xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
@@ -208,29 +193,29 @@ def _shifted_forward(
 
 
 def _tap_window(
-    xp: jax.Array,
-    i: int,
-    j: int,
-    out_size: tuple[int, int],
-    stride: tuple[int, int],
-    dilation: tuple[int, int],
+  xp: jax.Array,
+  i: int,
+  j: int,
+  out_size: tuple[int, int],
+  stride: tuple[int, int],
+  dilation: tuple[int, int],
 ) -> jax.Array:
   """The (N, Ho, Wo, C) window of padded ``xp`` that kernel tap (i, j) reads."""
   n, _, _, c = xp.shape
   (ho, wo), (sh, sw), (dh, dw) = out_size, stride, dilation
   return lax.slice(
-      xp,
-      (0, i * dh, j * dw, 0),
-      (n, i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, c),
-      (1, sh, sw, 1),
+    xp,
+    (0, i * dh, j * dw, 0),
+    (n, i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, c),
+    (1, sh, sw, 1),
   )
 
 
 def _shifted_forward_padded(
-    xp: jax.Array,
-    kernel: jax.Array,
-    stride: tuple[int, int],
-    dilation: tuple[int, int],
+  xp: jax.Array,
+  kernel: jax.Array,
+  stride: tuple[int, int],
+  dilation: tuple[int, int],
 ) -> jax.Array:
   """:func:`_shifted_forward` of an already padded input (VALID conv)."""
   _, h, w, c = xp.shape
@@ -249,12 +234,12 @@ def _shifted_forward_padded(
 
 
 def _input_grad(
-    g: jax.Array,
-    kernel: jax.Array,
-    in_shape: tuple[int, ...],
-    stride: tuple[int, int],
-    dilation: tuple[int, int],
-    pads: tuple[tuple[int, int], tuple[int, int]],
+  g: jax.Array,
+  kernel: jax.Array,
+  in_shape: tuple[int, ...],
+  stride: tuple[int, int],
+  dilation: tuple[int, int],
+  pads: tuple[tuple[int, int], tuple[int, int]],
 ) -> jax.Array:
   """d(out)/d(x)ᵀ g: a stride-1 depthwise conv of the dilated g, flipped kernel."""
   _, h, w, _ = in_shape
@@ -270,13 +255,11 @@ def _input_grad(
   hi_w = w + pads[1][0] - (wo - 1) * sw - 1
   zero = jnp.zeros((), g.dtype)
   gd = lax.pad(
-      g,
-      zero,
-      ((0, 0, 0), (lo_h, hi_h, sh - 1), (lo_w, hi_w, sw - 1), (0, 0, 0)),
+    g,
+    zero,
+    ((0, 0, 0), (lo_h, hi_h, sh - 1), (lo_w, hi_w, sw - 1), (0, 0, 0)),
   )
-  return _shifted_forward(
-      gd, kernel[::-1, ::-1], (1, 1), dilation, ((0, 0), (0, 0))
-  )
+  return _shifted_forward(gd, kernel[::-1, ::-1], (1, 1), dilation, ((0, 0), (0, 0)))
 
 
 def _largest_divisor_at_most(n: int, limit: int) -> int:
@@ -287,11 +270,11 @@ def _largest_divisor_at_most(n: int, limit: int) -> int:
 
 
 def _kernel_grad_chunk(
-    xp: jax.Array,
-    g: jax.Array,
-    ksize: tuple[int, int],
-    stride: tuple[int, int],
-    dilation: tuple[int, int],
+  xp: jax.Array,
+  g: jax.Array,
+  ksize: tuple[int, int],
+  stride: tuple[int, int],
+  dilation: tuple[int, int],
 ) -> jax.Array:
   """Σ over (n, h, w) of shifted(xp) * g for every tap: (kh, kw, C).
 
@@ -306,18 +289,16 @@ def _kernel_grad_chunk(
       window = _tap_window(xp, i, j, (ho, wo), stride, dilation)
       products.append((window * g).reshape(-1, c))
   zeros = [jnp.zeros((), g.dtype)] * len(products)
-  sums = lax.reduce(
-      products, zeros, lambda a, b: [u + v for u, v in zip(a, b)], (0,)
-  )
+  sums = lax.reduce(products, zeros, lambda a, b: [u + v for u, v in zip(a, b)], (0,))
   return jnp.stack(sums).reshape(*ksize, c)
 
 
 def _kernel_grad_chunk_dot(
-    xp: jax.Array,
-    g: jax.Array,
-    ksize: tuple[int, int],
-    stride: tuple[int, int],
-    dilation: tuple[int, int],
+  xp: jax.Array,
+  g: jax.Array,
+  ksize: tuple[int, int],
+  stride: tuple[int, int],
+  dilation: tuple[int, int],
 ) -> jax.Array:
   """As :func:`_kernel_grad_chunk`, with kh matmuls instead of a kh*kw-way reduction.
 
@@ -334,27 +315,23 @@ def _kernel_grad_chunk_dot(
   rows = []
   for i in range(ksize[0]):
     window_rows = lax.slice(
-        xp,
-        (0, i * dh, 0, 0),
-        (n, i * dh + (ho - 1) * sh + 1, wp, c),
-        (1, sh, 1, 1),
+      xp,
+      (0, i * dh, 0, 0),
+      (n, i * dh + (ho - 1) * sh + 1, wp, c),
+      (1, sh, 1, 1),
     )
     m = lax.dot_general(window_rows, g, (((0, 1), (0, 1)), ((3,), (3,))))
-    rows.append(
-        jnp.stack(
-            [m[:, out_cols * sw + j * dw, out_cols].sum(-1) for j in range(ksize[1])]
-        )
-    )
+    rows.append(jnp.stack([m[:, out_cols * sw + j * dw, out_cols].sum(-1) for j in range(ksize[1])]))
   return jnp.stack(rows)
 
 
 def _kernel_grad(
-    xp: jax.Array,
-    g: jax.Array,
-    kernel: jax.Array,
-    stride: tuple[int, int],
-    dilation: tuple[int, int],
-    pads: tuple[tuple[int, int], tuple[int, int]],
+  xp: jax.Array,
+  g: jax.Array,
+  kernel: jax.Array,
+  stride: tuple[int, int],
+  dilation: tuple[int, int],
+  pads: tuple[tuple[int, int], tuple[int, int]],
 ) -> jax.Array:
   """d(out)/d(kernel)ᵀ g from the padded input ``xp``, chunked over the batch."""
   ksize = kernel.shape[:2]
@@ -367,13 +344,8 @@ def _kernel_grad(
     # forward conv itself) into each of the k² reductions, recomputing it k²
     # times (seconds to compile). Small problems use XLA's own kernel
     # gradient, a batch-grouped conv that nothing fuses into.
-    return jax.vjp(
-        lambda k: _xla_conv(xp, k, stride, dilation, ((0, 0), (0, 0))), kernel
-    )[1](g)[0]
-  chunk_grad = (
-      _kernel_grad_chunk_dot if ksize[1] >= _DOT_KERNEL_GRAD_MIN_WIDTH
-      else _kernel_grad_chunk
-  )
+    return jax.vjp(lambda k: _xla_conv(xp, k, stride, dilation, ((0, 0), (0, 0))), kernel)[1](g)[0]
+  chunk_grad = _kernel_grad_chunk_dot if ksize[1] >= _DOT_KERNEL_GRAD_MIN_WIDTH else _kernel_grad_chunk
 
   # Each step slices its chunk out of the whole operands (materialised once,
   # xp being the forward's residual buffer) and reads it from cache for every
@@ -391,11 +363,11 @@ def _kernel_grad(
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _shifted_conv(
-    x: jax.Array,
-    kernel: jax.Array,
-    stride: tuple[int, int],
-    dilation: tuple[int, int],
-    pads: tuple[tuple[int, int], tuple[int, int]],
+  x: jax.Array,
+  kernel: jax.Array,
+  stride: tuple[int, int],
+  dilation: tuple[int, int],
+  pads: tuple[tuple[int, int], tuple[int, int]],
 ) -> jax.Array:
   return _shifted_forward(x, kernel, stride, dilation, pads)
 
@@ -412,8 +384,10 @@ def _shifted_conv_bwd(stride, dilation, pads, res, g):
   xp, kernel = res
   (lo_h, hi_h), (lo_w, hi_w) = pads
   in_shape = (
-      xp.shape[0], xp.shape[1] - lo_h - hi_h, xp.shape[2] - lo_w - hi_w,
-      xp.shape[3],
+    xp.shape[0],
+    xp.shape[1] - lo_h - hi_h,
+    xp.shape[2] - lo_w - hi_w,
+    xp.shape[3],
   )
   dx = _input_grad(g, kernel, in_shape, stride, dilation, pads)
   dk = _kernel_grad(xp, g, kernel, stride, dilation, pads)
@@ -424,33 +398,33 @@ _shifted_conv.defvjp(_shifted_conv_fwd, _shifted_conv_bwd)
 
 
 def _xla_conv(
-    x: jax.Array,
-    kernel: jax.Array,
-    stride: tuple[int, int],
-    dilation: tuple[int, int],
-    pads: tuple[tuple[int, int], tuple[int, int]],
+  x: jax.Array,
+  kernel: jax.Array,
+  stride: tuple[int, int],
+  dilation: tuple[int, int],
+  pads: tuple[tuple[int, int], tuple[int, int]],
 ) -> jax.Array:
   c = x.shape[-1]
   return lax.conv_general_dilated(
-      x,
-      kernel[:, :, None, :],
-      window_strides=stride,
-      padding=pads,
-      rhs_dilation=dilation,
-      dimension_numbers=("NHWC", "HWIO", "NHWC"),
-      feature_group_count=c,
+    x,
+    kernel[:, :, None, :],
+    window_strides=stride,
+    padding=pads,
+    rhs_dilation=dilation,
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    feature_group_count=c,
   )
 
 
 def depthwise_conv(
-    x: jax.Array,
-    kernel: jax.Array,
-    *,
-    stride: IntPair = 1,
-    dilation: IntPair = 1,
-    padding: PaddingLike = "SAME",
-    bias: jax.Array | None = None,
-    implementation: str | None = None,
+  x: jax.Array,
+  kernel: jax.Array,
+  *,
+  stride: IntPair = 1,
+  dilation: IntPair = 1,
+  padding: PaddingLike = "SAME",
+  bias: jax.Array | None = None,
+  implementation: str | None = None,
 ) -> jax.Array:
   """Depthwise 2-d convolution (channel multiplier 1), NHWC.
 
@@ -499,30 +473,22 @@ def depthwise_conv(
   if implementation is None:
     implementation = default_implementation()
   if implementation not in IMPLEMENTATIONS:
-    raise ValueError(
-        f"implementation must be one of {IMPLEMENTATIONS} or None, got "
-        f"{implementation!r}."
-    )
+    raise ConfigError(f"implementation must be one of {IMPLEMENTATIONS} or None, got {implementation!r}.")
   x = jnp.asarray(x)
   kernel = jnp.asarray(kernel)
   if x.ndim != 4:
-    raise ValueError(
-        f"x must be NHWC (4-d), got x.shape={tuple(x.shape)}; use jax.vmap for "
-        "extra batch dimensions."
-    )
+    raise ConfigError(f"x must be NHWC (4-d), got x.shape={tuple(x.shape)}; use jax.vmap for extra batch dimensions.")
   kernel = _canonical_kernel(kernel, x.shape[-1])
   stride = _pair(stride, "stride")
   dilation = _pair(dilation, "dilation")
   ksize = kernel.shape[:2]
   pads = _resolve_padding(padding, x.shape[1:3], ksize, stride, dilation)
-  for axis, (size, pad, k, s, d) in enumerate(
-      zip(x.shape[1:3], pads, ksize, stride, dilation)
-  ):
+  for axis, (size, pad, k, _, d) in enumerate(zip(x.shape[1:3], pads, ksize, stride, dilation)):
     if size + pad[0] + pad[1] < (k - 1) * d + 1:
-      raise ValueError(
-          f"x spatial dim {axis + 1} ({size}, padded to {size + sum(pad)}) is "
-          f"smaller than the dilated kernel ({(k - 1) * d + 1}); "
-          f"x.shape={tuple(x.shape)}, padding={padding!r}."
+      raise ConfigError(
+        f"x spatial dim {axis + 1} ({size}, padded to {size + sum(pad)}) is "
+        f"smaller than the dilated kernel ({(k - 1) * d + 1}); "
+        f"x.shape={tuple(x.shape)}, padding={padding!r}."
       )
   dtype = jnp.result_type(x, kernel)
   x, kernel = x.astype(dtype), kernel.astype(dtype)
@@ -533,10 +499,7 @@ def depthwise_conv(
   if bias is not None:
     bias = jnp.asarray(bias)
     if bias.shape != (x.shape[-1],):
-      raise ValueError(
-          f"bias must have shape (C,) = ({x.shape[-1]},), got "
-          f"bias.shape={tuple(bias.shape)}."
-      )
+      raise ConfigError(f"bias must have shape (C,) = ({x.shape[-1]},), got bias.shape={tuple(bias.shape)}.")
     out = out + bias.astype(out.dtype).reshape(1, 1, 1, -1)
   return out
 
@@ -596,35 +559,27 @@ class DepthwiseConv(nn.Module):
     """
     channels = x.shape[-1]
     if self.features is not None and self.features != channels:
-      raise ValueError(
-          f"DepthwiseConv features={self.features} must equal the input "
-          f"channels x.shape[-1]={channels} (channel multiplier 1 only)."
+      raise ConfigError(
+        f"DepthwiseConv features={self.features} must equal the input "
+        f"channels x.shape[-1]={channels} (channel multiplier 1 only)."
       )
     kh, kw = _pair(self.kernel_size, "kernel_size")
     if kh % 2 == 0 or kw % 2 == 0:
-      raise ValueError(
-          f"kernel_size must be odd (3, 5, 7, ...), got {self.kernel_size!r}."
-      )
-    kernel = self.param(
-        "kernel", self.kernel_init, (kh, kw, 1, channels), self.param_dtype
-    )
-    bias = (
-        self.param("bias", self.bias_init, (channels,), self.param_dtype)
-        if self.use_bias
-        else None
-    )
+      raise ConfigError(f"kernel_size must be odd (3, 5, 7, ...), got {self.kernel_size!r}.")
+    kernel = self.param("kernel", self.kernel_init, (kh, kw, 1, channels), self.param_dtype)
+    bias = self.param("bias", self.bias_init, (channels,), self.param_dtype) if self.use_bias else None
     conv = functools.partial(
-        _depthwise_conv_with_bias,
-        stride=self.strides,
-        dilation=self.dilation,
-        padding=self.padding,
-        implementation=self.implementation,
+      _depthwise_conv_with_bias,
+      stride=self.strides,
+      dilation=self.dilation,
+      padding=self.padding,
+      implementation=self.implementation,
     )
     params = (kernel,) if bias is None else (kernel, bias)
     return apply_to_input(x, conv, *params, dtype=self.dtype)
 
 
 def _depthwise_conv_with_bias(
-    x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, **options: Any
+  x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, **options: Any
 ) -> jax.Array:
   return depthwise_conv(x, kernel, bias=bias, **options)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
+from jaxmutate.errors import ConfigError
 from jaxmutate.ops._common import (
-    BN_EPSILON,
-    BN_MOMENTUM,
-    ConvBN,
-    check_choice,
-    check_positive_int,
+  BN_EPSILON,
+  BN_MOMENTUM,
+  ConvBN,
+  check_choice,
+  check_positive_int,
 )
 from jaxmutate.registry import MODELS
 
@@ -65,18 +66,14 @@ class InvertedResidual(nn.Module):
     check_choice(self.stride, "stride", "InvertedResidual", (1, 2))
     check_positive_int(self.kernel_size, "kernel_size", "InvertedResidual")
     if self.kernel_size % 2 == 0:
-      raise ValueError(
-          f"InvertedResidual kernel_size must be odd, got {self.kernel_size}."
-      )
+      raise ConfigError(f"InvertedResidual kernel_size must be odd, got {self.kernel_size}.")
     if isinstance(self.expand_ratio, bool) or not self.expand_ratio > 0:
-      raise ValueError(
-          f"InvertedResidual expand_ratio must be > 0, got {self.expand_ratio!r}."
-      )
+      raise ConfigError(f"InvertedResidual expand_ratio must be > 0, got {self.expand_ratio!r}.")
     if round(self.in_channels * self.expand_ratio) < 1:
-      raise ValueError(
-          f"InvertedResidual in_channels * expand_ratio rounds to 0 hidden "
-          f"channels (in_channels={self.in_channels}, "
-          f"expand_ratio={self.expand_ratio})."
+      raise ConfigError(
+        f"InvertedResidual in_channels * expand_ratio rounds to 0 hidden "
+        f"channels (in_channels={self.in_channels}, "
+        f"expand_ratio={self.expand_ratio})."
       )
     super().__post_init__()
 
@@ -84,24 +81,22 @@ class InvertedResidual(nn.Module):
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     """Applies the block to NHWC ``x``; BN uses batch statistics iff ``train``."""
     bn = dict(
-        implementation=self.implementation,
-        bn_momentum=self.bn_momentum,
-        bn_epsilon=self.bn_epsilon,
+      implementation=self.implementation,
+      bn_momentum=self.bn_momentum,
+      bn_epsilon=self.bn_epsilon,
     )
     hidden = int(round(self.in_channels * self.expand_ratio))
     out = x
     if self.expand_ratio != 1:
-      out = ConvBN(hidden, 1, act="relu6", name="expand", **bn)(
-          out, train=train, defer=True
-      )
+      out = ConvBN(hidden, 1, act="relu6", name="expand", **bn)(out, train=train, defer=True)
     out = ConvBN(
-        out.shape[-1],
-        self.kernel_size,
-        self.stride,
-        depthwise=True,
-        act="relu6",
-        name="depthwise",
-        **bn,
+      out.shape[-1],
+      self.kernel_size,
+      self.stride,
+      depthwise=True,
+      act="relu6",
+      name="depthwise",
+      **bn,
     )(out, train=train, defer=True)
     out = ConvBN(self.out_channels, 1, name="project", **bn)(out, train=train)
     if self.stride == 1 and self.in_channels == self.out_channels:

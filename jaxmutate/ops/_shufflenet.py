@@ -12,12 +12,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxmutate.errors import ConfigError
 from jaxmutate.ops._common import (
-    BN_EPSILON,
-    BN_MOMENTUM,
-    ConvBN,
-    check_choice,
-    check_positive_int,
+  BN_EPSILON,
+  BN_MOMENTUM,
+  ConvBN,
+  check_choice,
+  check_positive_int,
 )
 from jaxmutate.registry import MODELS
 
@@ -44,12 +45,10 @@ def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
     [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]
   """
   if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-    raise ValueError(f"groups must be an int >= 1, got {groups!r}.")
+    raise ConfigError(f"groups must be an int >= 1, got {groups!r}.")
   channels = x.shape[-1]
   if channels % groups:
-    raise ValueError(
-        f"groups={groups} must divide the channels x.shape[-1]={channels}."
-    )
+    raise ConfigError(f"groups={groups} must divide the channels x.shape[-1]={channels}.")
   x = x.reshape(*x.shape[:-1], groups, channels // groups)
   x = jnp.swapaxes(x, -1, -2)
   return x.reshape(*x.shape[:-2], channels)
@@ -69,15 +68,12 @@ def _check_shuffle_channels(owner: str, in_channels: int, out_channels: int, str
   check_positive_int(out_channels, "out_channels", owner)
   check_choice(stride, "stride", owner, (1, 2))
   if out_channels % 2:
-    raise ValueError(
-        f"{owner} out_channels must be even (two branches of out_channels // 2),"
-        f" got {out_channels}."
-    )
+    raise ConfigError(f"{owner} out_channels must be even (two branches of out_channels // 2), got {out_channels}.")
   if stride == 1 and in_channels != out_channels:
-    raise ValueError(
-        f"{owner} with stride 1 splits the input in half and needs "
-        f"in_channels == out_channels, got in_channels={in_channels}, "
-        f"out_channels={out_channels}."
+    raise ConfigError(
+      f"{owner} with stride 1 splits the input in half and needs "
+      f"in_channels == out_channels, got in_channels={in_channels}, "
+      f"out_channels={out_channels}."
     )
 
 
@@ -123,9 +119,7 @@ class ShuffleBlock(nn.Module):
 
   def __post_init__(self) -> None:
     check_choice(self.kernel_size, "kernel_size", "ShuffleBlock", (3, 5, 7))
-    _check_shuffle_channels(
-        "ShuffleBlock", self.in_channels, self.out_channels, self.stride
-    )
+    _check_shuffle_channels("ShuffleBlock", self.in_channels, self.out_channels, self.stride)
     super().__post_init__()
 
   @nn.compact
@@ -133,27 +127,21 @@ class ShuffleBlock(nn.Module):
     """Applies the block to NHWC ``x``; BN uses batch statistics iff ``train``."""
     branch = self.out_channels // 2
     bn = dict(
-        implementation=self.implementation,
-        bn_momentum=self.bn_momentum,
-        bn_epsilon=self.bn_epsilon,
+      implementation=self.implementation,
+      bn_momentum=self.bn_momentum,
+      bn_epsilon=self.bn_epsilon,
     )
     k, s = self.kernel_size, self.stride
     if s > 1:
-      x1 = ConvBN(self.in_channels, k, s, depthwise=True, name="branch1_0", **bn)(
-          x, train=train, defer=True
-      )
+      x1 = ConvBN(self.in_channels, k, s, depthwise=True, name="branch1_0", **bn)(x, train=train, defer=True)
       x1 = ConvBN(branch, 1, act="relu", name="branch1_1", **bn)(x1, train=train)
       x2 = x
     else:
       x1, x2 = jnp.split(x, 2, axis=-1)
     # Deferred BN outputs: each conv normalises its input itself, so the
     # backward pass keeps one activation per layer (see ConvBN).
-    x2 = ConvBN(branch, 1, act="relu", name="branch2_0", **bn)(
-        x2, train=train, defer=True
-    )
-    x2 = ConvBN(branch, k, s, depthwise=True, name="branch2_1", **bn)(
-        x2, train=train, defer=True
-    )
+    x2 = ConvBN(branch, 1, act="relu", name="branch2_0", **bn)(x2, train=train, defer=True)
+    x2 = ConvBN(branch, k, s, depthwise=True, name="branch2_1", **bn)(x2, train=train, defer=True)
     x2 = ConvBN(branch, 1, act="relu", name="branch2_2", **bn)(x2, train=train)
     return _concat_shuffle(x1, x2)
 
@@ -193,9 +181,7 @@ class ShuffleXception(nn.Module):
   bn_epsilon: float = BN_EPSILON
 
   def __post_init__(self) -> None:
-    _check_shuffle_channels(
-        "ShuffleXception", self.in_channels, self.out_channels, self.stride
-    )
+    _check_shuffle_channels("ShuffleXception", self.in_channels, self.out_channels, self.stride)
     super().__post_init__()
 
   @nn.compact
@@ -203,24 +189,18 @@ class ShuffleXception(nn.Module):
     """Applies the block to NHWC ``x``; BN uses batch statistics iff ``train``."""
     branch = self.out_channels // 2
     bn = dict(
-        implementation=self.implementation,
-        bn_momentum=self.bn_momentum,
-        bn_epsilon=self.bn_epsilon,
+      implementation=self.implementation,
+      bn_momentum=self.bn_momentum,
+      bn_epsilon=self.bn_epsilon,
     )
     s = self.stride
     if s > 1:
-      x1 = ConvBN(self.in_channels, 3, s, depthwise=True, name="branch1_0", **bn)(
-          x, train=train, defer=True
-      )
+      x1 = ConvBN(self.in_channels, 3, s, depthwise=True, name="branch1_0", **bn)(x, train=train, defer=True)
       x1 = ConvBN(branch, 1, act="relu", name="branch1_1", **bn)(x1, train=train)
       x2 = x
     else:
       x1, x2 = jnp.split(x, 2, axis=-1)
     for i, stride in enumerate((s, 1, 1)):
-      x2 = ConvBN(
-          x2.shape[-1], 3, stride, depthwise=True, name=f"branch2_{i}_dw", **bn
-      )(x2, train=train, defer=True)
-      x2 = ConvBN(branch, 1, act="relu", name=f"branch2_{i}_pw", **bn)(
-          x2, train=train, defer=i < 2
-      )
+      x2 = ConvBN(x2.shape[-1], 3, stride, depthwise=True, name=f"branch2_{i}_dw", **bn)(x2, train=train, defer=True)
+      x2 = ConvBN(branch, 1, act="relu", name=f"branch2_{i}_pw", **bn)(x2, train=train, defer=i < 2)
     return _concat_shuffle(x1, x2)

@@ -16,9 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmutate._typing import GroupChoices, PRNGKey
-from jaxmutate.mutators._base import ModuleMutator
+from jaxmutate.errors import ConfigError, ConfigKeyError, SearchError
+from jaxmutate.mutators import ModuleMutator
 from jaxmutate.registry import MODELS
+from jaxmutate.typing import GroupChoices, PRNGKey
 
 Population = dict[int, jax.Array]
 """Stacked group choices: ``{group id: array[P, ...]}``."""
@@ -97,7 +98,9 @@ def _as_range(name: str, bounds: Any) -> tuple[float, float]:
     return 0.0, float(bounds)
   if isinstance(bounds, (tuple, list)) and len(bounds) == 2 and all(isinstance(b, (int, float)) for b in bounds):
     return float(bounds[0]), float(bounds[1])
-  raise ValueError(f"constraints_range[{name!r}] must be a number (upper bound) or a (low, high) pair, got {bounds!r}.")
+  raise ConfigError(
+    f"constraints_range[{name!r}] must be a number (upper bound) or a (low, high) pair, got {bounds!r}."
+  )
 
 
 @MODELS.register_module()
@@ -136,7 +139,7 @@ class EvolutionSearchLoop:
     >>> mutator = jm.OneShotModuleMutator().prepare_from_supernet(variables)
     >>> score = lambda population: sum(v for v in population.values()).astype(jnp.float32)
     >>> loop = jm.EvolutionSearchLoop(max_epochs=3, num_candidates=8, top_k=4, num_mutation=4, num_crossover=4)
-    >>> result = loop.run(jax.random.key(1), mutator, score, progress=False)
+    >>> result = loop.run(jax.random.key(1), mutator, score)
     >>> float(result.best_score) <= 9.0
     True
   """
@@ -155,17 +158,19 @@ class EvolutionSearchLoop:
     for name in ("max_epochs", "num_candidates", "top_k", "max_attempts_factor"):
       value = getattr(self, name)
       if not isinstance(value, int) or value < 1:
-        raise ValueError(f"EvolutionSearchLoop: {name} must be a positive int, got {value!r}.")
+        raise ConfigError(f"EvolutionSearchLoop: {name} must be a positive int, got {value!r}.")
     for name in ("num_mutation", "num_crossover"):
       value = getattr(self, name)
       if not isinstance(value, int) or value < 0:
-        raise ValueError(f"EvolutionSearchLoop: {name} must be a non-negative int, got {value!r}.")
+        raise ConfigError(f"EvolutionSearchLoop: {name} must be a non-negative int, got {value!r}.")
     for name in ("mutate_prob", "crossover_prob"):
       value = getattr(self, name)
       if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"EvolutionSearchLoop: {name} must be in [0, 1], got {value!r}.")
+        raise ConfigError(f"EvolutionSearchLoop: {name} must be in [0, 1], got {value!r}.")
     if self.top_k > self.num_candidates:
-      raise ValueError(f"EvolutionSearchLoop: top_k ({self.top_k}) cannot exceed num_candidates ({self.num_candidates}).")
+      raise ConfigError(
+        f"EvolutionSearchLoop: top_k ({self.top_k}) cannot exceed num_candidates ({self.num_candidates})."
+      )
     for name, bounds in (self.constraints_range or {}).items():
       _as_range(name, bounds)
 
@@ -175,24 +180,26 @@ class EvolutionSearchLoop:
     if not self.constraints_range:
       return keep
     if resource_fn is None:
-      raise ValueError(
-          f"EvolutionSearchLoop has constraints_range {dict(self.constraints_range)} but no resource function to check it."
+      raise ConfigError(
+        f"EvolutionSearchLoop has constraints_range {dict(self.constraints_range)} but no resource function to check it."
       )
     resources = resource_fn(population)
     for name, bounds in self.constraints_range.items():
       if name not in resources:
-        raise KeyError(f"constraints_range names {name!r}, but the resource function gives only {sorted(resources)}.")
+        raise ConfigKeyError(
+          f"constraints_range names {name!r}, but the resource function gives only {sorted(resources)}."
+        )
       low, high = _as_range(name, bounds)
       value = np.asarray(resources[name])
       keep &= (value >= low) & (value <= high)
     return keep
 
   def _generate(
-      self,
-      key: PRNGKey,
-      target: int,
-      make: Callable[[PRNGKey, int], Population],
-      resource_fn: ResourceFunction | None,
+    self,
+    key: PRNGKey,
+    target: int,
+    make: Callable[[PRNGKey, int], Population],
+    resource_fn: ResourceFunction | None,
   ) -> tuple[Population, int]:
     """Up to ``target`` admissible, distinct candidates within the attempt cap."""
     if target == 0:
@@ -209,13 +216,13 @@ class EvolutionSearchLoop:
     return take(drawn, np.asarray(chosen, np.int32)), int(keep.sum())
 
   def run(
-      self,
-      key: PRNGKey,
-      mutator: ModuleMutator,
-      score_fn: ScoreFunction,
-      resource_fn: ResourceFunction | None = None,
-      progress: bool = True,
-  ) -> "EvolutionResult":
+    self,
+    key: PRNGKey,
+    mutator: ModuleMutator,
+    score_fn: ScoreFunction,
+    resource_fn: ResourceFunction | None = None,
+    on_generation: Callable[[dict[str, Any]], None] | None = None,
+  ) -> EvolutionResult:
     """Runs the search.
 
     Args:
@@ -224,7 +231,10 @@ class EvolutionSearchLoop:
       score_fn: rates a stacked population, returning ``[P]`` scores.
       resource_fn: estimates ``{name: [P]}`` resources; needed with
         ``constraints_range``.
-      progress: show a progress bar (tqdm).
+      on_generation: called after each generation is rated with that
+        generation's history record (``epoch``, ``pool_size``, ``best_score``,
+        ``top_k_mean``): where an application shows progress (the runners
+        drive a tqdm bar with it); the library itself prints nothing.
 
     Returns:
       An :class:`EvolutionResult`.
@@ -242,18 +252,11 @@ class EvolutionSearchLoop:
     key, first_key = jax.random.split(key)
     pool, _ = self._generate(first_key, self.num_candidates, random_candidates, resource_fn)
     if population_size(pool) == 0:
-      raise RuntimeError(
-          f"No random subnet out of {self.num_candidates * self.max_attempts_factor} satisfies constraints_range {dict(self.constraints_range or {})}."
+      raise SearchError(
+        f"No random subnet out of {self.num_candidates * self.max_attempts_factor} satisfies constraints_range {dict(self.constraints_range or {})}."
       )
     top: Population = {}
-    epochs = range(self.max_epochs)
-    bar = None
-    if progress:
-      from tqdm.auto import tqdm
-
-      bar = tqdm(epochs, desc="evolution search", unit="gen")
-      epochs = bar
-    for epoch in epochs:
+    for epoch in range(self.max_epochs):
       identities = member_keys(pool)
       fresh = [i for i, identity in enumerate(identities) if identity not in scores]
       if fresh:
@@ -265,9 +268,16 @@ class EvolutionSearchLoop:
       order = sorted(range(len(merged_ids)), key=lambda i: -scores[merged_ids[i]])
       top = take(merged, np.asarray(order[: self.top_k], np.int32))
       top_scores = [scores[i] for i in member_keys(top)]
-      history.append({"epoch": epoch, "pool_size": population_size(pool), "best_score": top_scores[0], "top_k_mean": float(np.mean(top_scores))})
-      if bar is not None:
-        bar.set_postfix(best=f"{top_scores[0]:.4f}", pool=population_size(pool))
+      history.append(
+        {
+          "epoch": epoch,
+          "pool_size": population_size(pool),
+          "best_score": top_scores[0],
+          "top_k_mean": float(np.mean(top_scores)),
+        }
+      )
+      if on_generation is not None:
+        on_generation(history[-1])
       if epoch == self.max_epochs - 1:
         continue  # the last generation is rated, not bred
       key, mutation_key, crossover_key = jax.random.split(key, 3)
@@ -290,10 +300,10 @@ class EvolutionSearchLoop:
       pool = unique(concatenate([new_mutants, new_children]))
       if not pool or population_size(pool) == 0:
         pool = top
-    if bar is not None:
-      bar.close()
     best = member(top, 0)
-    return EvolutionResult(best, scores[member_keys(top)[0]], top, [scores[i] for i in member_keys(top)], history, len(scores))
+    return EvolutionResult(
+      best, scores[member_keys(top)[0]], top, [scores[i] for i in member_keys(top)], history, len(scores)
+    )
 
 
 class EvolutionResult(NamedTuple):

@@ -11,16 +11,17 @@ import optax
 import pytest
 
 import jaxmutate as jm
-from jaxmutate.data import load_digits
-from jaxmutate.algorithms._darts import (
-    DARTS,
-    arch_gradient,
-    check_arch_params,
-    derive_group_choices,
-    init_darts_state,
-    make_darts_steps,
-    supernet_loss,
+from jaxmutate.algorithms import (
+  arch_gradient,
+  check_arch_params,
+  derive_group_choices,
+  init_darts_state,
+  make_darts_steps,
+  supernet_loss,
 )
+from jaxmutate.data import load_digits
+from jaxmutate.runners import DARTS
+from jaxmutate.spaces import EdgeSubsetSpace
 
 
 class Block(nn.Module):
@@ -50,8 +51,12 @@ class TinyNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, choices, train=False):
-    h1 = jm.DiffMutableOP({"block": Block(), "dense": Lin(), "tanh": lambda x, train=False: jnp.tanh(x[:, :6])}, name="op1")(x, choices, train=train)
-    h2 = jm.DiffMutableOP({"block": Block(), "sin": lambda x, train=False: jnp.sin(x)}, name="op2")(h1, choices, train=train)
+    h1 = jm.DiffMutableOP(
+      {"block": Block(), "dense": Lin(), "tanh": lambda x, train=False: jnp.tanh(x[:, :6])}, name="op1"
+    )(x, choices, train=train)
+    h2 = jm.DiffMutableOP({"block": Block(), "sin": lambda x, train=False: jnp.sin(x)}, name="op2")(
+      h1, choices, train=train
+    )
     h = jm.DiffChoiceRoute({"p0": Lin(), "p1": Block()}, num_chosen=1, name="route")([h1, h2], choices, train=train)
     return nn.Dense(3, name="head")(h)
 
@@ -67,7 +72,10 @@ def setup(dtype=jnp.float32):
   variables = net.init(jax.random.key(0), train[0], None)
   mutator = jm.DiffModuleMutator().prepare_from_supernet(variables)
   cast = lambda tree: jax.tree.map(lambda a: a.astype(dtype), tree)
-  alpha = {g: jax.random.normal(jax.random.key(10 + g), a.shape, dtype) for g, a in mutator.init_arch_params(jax.random.key(3)).items()}
+  alpha = {
+    g: jax.random.normal(jax.random.key(10 + g), a.shape, dtype)
+    for g, a in mutator.init_arch_params(jax.random.key(3)).items()
+  }
   train = (train[0].astype(dtype), train[1])
   val = (val[0].astype(dtype), val[1])
   return net, mutator, cast(variables["params"]), cast(variables["batch_stats"]), alpha, train, val
@@ -77,9 +85,13 @@ def setup(dtype=jnp.float32):
 def test_zero_unroll_is_the_first_order_gradient():
   net, mutator, params, stats, alpha, train, val = setup()
   key = jax.random.key(4)
-  gradient = jax.jit(lambda a, xi: arch_gradient(net, mutator, params, stats, a, train, val, key, unroll_lr=xi)[1], static_argnums=1)
+  gradient = jax.jit(
+    lambda a, xi: arch_gradient(net, mutator, params, stats, a, train, val, key, unroll_lr=xi)[1], static_argnums=1
+  )
   grads = gradient(alpha, 0.0)
-  direct = jax.jit(jax.grad(lambda a: supernet_loss(net, mutator, params, stats, a, val, jax.random.split(key)[1])[0]))(alpha)
+  direct = jax.jit(jax.grad(lambda a: supernet_loss(net, mutator, params, stats, a, val, jax.random.split(key)[1])[0]))(
+    alpha
+  )
   for g in alpha:
     np.testing.assert_allclose(grads[g], direct[g], rtol=1e-6)
   second = gradient(alpha, 0.5)
@@ -136,7 +148,9 @@ def test_steps_update_only_their_own_pytree():
   same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
   after_arch, metrics = steps.arch_step(state, train, val, jax.random.key(1))
-  assert not same(after_arch.arch_params, state.arch_params) and not same(after_arch.arch_opt_state, state.arch_opt_state)
+  assert not same(after_arch.arch_params, state.arch_params) and not same(
+    after_arch.arch_opt_state, state.arch_opt_state
+  )
   assert same(after_arch.params, state.params) and same(after_arch.batch_stats, state.batch_stats)
   assert same(after_arch.weight_opt_state, state.weight_opt_state) and int(after_arch.step) == 0
   assert set(metrics) == {"val_loss", "val_accuracy"}
@@ -163,7 +177,9 @@ def test_bad_arch_params_name_the_group():
   net, mutator, _, _, alpha, train, val = setup()
   with pytest.raises(KeyError, match="Missing choice for search group 1 \\('op2'\\)"):
     check_arch_params(mutator, {g: a for g, a in alpha.items() if g != 1})
-  with pytest.raises(ValueError, match="Mutable 'group 0' expects architecture logits of shape \\(3,\\), got shape \\(2,\\)"):
+  with pytest.raises(
+    ValueError, match="Mutable 'group 0' expects architecture logits of shape \\(3,\\), got shape \\(2,\\)"
+  ):
     check_arch_params(mutator, {**alpha, 0: jnp.zeros(2)})
   with pytest.raises(ValueError, match="Unknown search group id"):
     check_arch_params(mutator, {**alpha, 7: jnp.zeros(2)})
@@ -172,16 +188,18 @@ def test_bad_arch_params_name_the_group():
   steps = make_darts_steps(net, mutator, weight_opt, arch_opt)
   with pytest.raises(ValueError, match="expects architecture logits of shape \\(2,\\)"):
     steps.arch_step(state._replace(arch_params={**state.arch_params, 1: jnp.zeros(5)}), train, val, jax.random.key(0))
-  with pytest.raises(ValueError, match="prepared mutator"):
+  with pytest.raises(jm.errors.NotPreparedError, match="prepared mutator"):
     make_darts_steps(net, jm.DiffModuleMutator(), weight_opt, arch_opt)
 
 
 def test_derivation_skips_zero_ops():
-  net = jm.models.darts.DartsBackbone(base_channels=4, num_layers=1, num_nodes=2, reduction_layers=())
+  net = jm.models.DartsBackbone(base_channels=4, num_layers=1, num_nodes=2, reduction_layers=())
   variables = jax.eval_shape(lambda: net.init(jax.random.key(0), jnp.ones((2, 8, 8, 1)), None))
   mutator = jm.DiffModuleMutator().prepare_from_supernet(variables)
   alpha = mutator.init_arch_params(jax.random.key(0))
-  zero_wins = {g: (a.at[0].set(10.0) if mutator.group_spec(g).num_chosen is None else a) for g, a in alpha.items()}
+  zero_wins = {
+    g: (a.at[0].set(10.0) if not isinstance(mutator.group_space(g), EdgeSubsetSpace) else a) for g, a in alpha.items()
+  }
   plain = mutator.export_fix_subnet(mutator.sample_choices(zero_wins))
   derived = mutator.export_fix_subnet(derive_group_choices(mutator, zero_wins))
   ops = [k for k in plain if "_p" in k]
@@ -191,9 +209,15 @@ def test_derivation_skips_zero_ops():
 
 @pytest.mark.slow
 def test_gdas_step_anneals_without_recompiling_and_rejects_bad_temperatures():
-  net = jm.models.darts.DartsBackbone(base_channels=4, num_layers=1, num_nodes=2, num_classes=10, reduction_layers=(),
-                                      op_names=("zero", "skip_connect", "avg_pool_3x3"),
-                                      mutable_cfg=dict(type="GumbelMutableOP", hard=True))
+  net = jm.models.DartsBackbone(
+    base_channels=4,
+    num_layers=1,
+    num_nodes=2,
+    num_classes=10,
+    reduction_layers=(),
+    op_names=("zero", "skip_connect", "avg_pool_3x3"),
+    mutable_cfg=dict(type="GumbelMutableOP", hard=True),
+  )
   x = jax.random.uniform(jax.random.key(0), (8, 8, 8, 1))
   y = jnp.arange(8) % 10
   weight_opt, arch_opt = optax.sgd(0.05), optax.adam(0.01)
@@ -213,19 +237,27 @@ def test_gdas_step_anneals_without_recompiling_and_rejects_bad_temperatures():
 @pytest.mark.slow
 def test_darts_runner_searches_exports_and_derives(tmp_path: Path):
   config = dict(
-      model=dict(
-          type="DARTS",
-          architecture=dict(type="DartsBackbone", base_channels=4, num_layers=2, num_nodes=2, stem_multiplier=1, num_classes=10,
-                            reduction_layers=[1], op_names=["zero", "skip_connect", "max_pool_3x3", "sep_conv_3x3"]),
-          mutator=dict(type="DiffModuleMutator"),
-          unroll=False,
+    model=dict(
+      type="DARTS",
+      architecture=dict(
+        type="DartsBackbone",
+        base_channels=4,
+        num_layers=2,
+        num_nodes=2,
+        stem_multiplier=1,
+        num_classes=10,
+        reduction_layers=[1],
+        op_names=["zero", "skip_connect", "max_pool_3x3", "sep_conv_3x3"],
       ),
-      data=dict(seed=0, val_fraction=0.6, test_fraction=0.2),
-      train_cfg=dict(epochs=2, batch_size=128),
-      retrain_cfg=dict(epochs=1, batch_size=128),
+      mutator=dict(type="DiffModuleMutator"),
+      unroll=False,
+    ),
+    data=dict(seed=0, val_fraction=0.6, test_fraction=0.2),
+    train_cfg=dict(epochs=2, batch_size=128),
+    retrain_cfg=dict(epochs=1, batch_size=128),
   )
   algorithm = jm.build(config["model"])
-  assert isinstance(algorithm, DARTS) and isinstance(algorithm, jm.algorithms.SearchAlgorithm)
+  assert isinstance(algorithm, DARTS) and isinstance(algorithm, jm.runners.SearchAlgorithm)
   result = algorithm.run(config, tmp_path, seed=0, progress=False)
   fix_subnet = result.fix_subnet
   assert fix_subnet["normal_n3"]["chosen"][0].startswith("normal_n3_p") and len(fix_subnet["normal_n3"]["chosen"]) == 2
@@ -248,7 +280,7 @@ def test_unknown_operation_in_config_is_named():
   with pytest.raises(ValueError, match="'dil_conv_7x7'"):
     jm.build(dict(type="DARTS", architecture=dict(type="DartsBackbone", op_names=["sep_conv_3x3", "dil_conv_7x7"])))
   with pytest.raises(TypeError, match="DiffModuleMutator"):
-    DARTS(architecture=jm.models.darts.DartsBackbone(), mutator=jm.OneShotModuleMutator())
+    DARTS(architecture=jm.models.DartsBackbone(), mutator=jm.OneShotModuleMutator())
 
 
 def test_configs_build():

@@ -9,15 +9,15 @@ import pytest
 
 import jaxmutate as jm
 from jaxmutate.algorithms import (
-    classification_loss,
-    build_optimizer,
-    evaluate_accuracy,
-    init_train_state,
-    make_fixed_subnet_train_step,
-    make_population_scorer,
-    make_spos_train_step,
-    recalibrate_batch_stats,
-    supervised_update,
+  build_optimizer,
+  classification_loss,
+  evaluate_accuracy,
+  init_train_state,
+  make_fixed_subnet_train_step,
+  make_population_scorer,
+  make_spos_train_step,
+  recalibrate_batch_stats,
+  supervised_update,
 )
 
 
@@ -41,12 +41,18 @@ def test_train_step_updates_only_the_sampled_path(setup):
   for layer in ("layers.0", "layers.1"):
     name = chosen[layer]["chosen"]
     for candidate, params in state.params[layer].items():
-      moved = not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(new_state.params[layer][candidate])))
+      moved = not all(
+        np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(new_state.params[layer][candidate]))
+      )
       assert moved == (candidate == name), (layer, candidate, name)
       if candidate in state.batch_stats.get(layer, {}):
         stats_moved = not all(
-            np.array_equal(a, b)
-            for a, b in zip(jax.tree.leaves(state.batch_stats[layer][candidate]), jax.tree.leaves(new_state.batch_stats[layer][candidate]))
+          np.array_equal(a, b)
+          for a, b in zip(
+            jax.tree.leaves(state.batch_stats[layer][candidate]),
+            jax.tree.leaves(new_state.batch_stats[layer][candidate]),
+          )
         )
         assert stats_moved == (candidate == name)
   assert int(new_state.step) == 1
@@ -55,10 +61,12 @@ def test_train_step_updates_only_the_sampled_path(setup):
 
 def test_train_step_compiles_once_for_all_subnets(setup):
   net, x, y, optimizer, state, mutator = setup
-  step = make_spos_train_step(net, mutator, optimizer)
+  # The loss runs in Python only while the step is traced: a second trace fails the assertion.
+  loss_fn = chex.assert_max_traces(classification_loss, n=1)
+  step = make_spos_train_step(net, mutator, optimizer, loss_fn)
   for i in range(4):
     state, _ = step(state, x, y, jax.random.key(i))
-  assert step._cache_size() == 1
+  assert int(state.step) == 4
 
 
 def test_training_reduces_loss(setup):
@@ -76,7 +84,14 @@ def test_recalibration_gives_exact_batch_statistics(setup):
   choices = mutator.set_choices({0: jnp.int32(1), 1: jnp.int32(3)})
   stats = recalibrate_batch_stats(net, state.params, state.batch_stats, choices, x)
   # The stem's BatchNorm sees the stem conv output of x: compare with its exact moments.
-  features = net.apply({"params": state.params, "batch_stats": state.batch_stats}, x, choices, train=True, mutable=["batch_stats", "intermediates"], capture_intermediates=lambda mdl, _: mdl.name == "Conv_0" and mdl.scope.path[0] == "stem")[1]
+  features = net.apply(
+    {"params": state.params, "batch_stats": state.batch_stats},
+    x,
+    choices,
+    train=True,
+    mutable=["batch_stats", "intermediates"],
+    capture_intermediates=lambda mdl, _: mdl.name == "Conv_0" and mdl.scope.path[0] == "stem",
+  )[1]
   conv_out = jax.tree.leaves(features["intermediates"])[0]
   np.testing.assert_allclose(stats["stem"]["BatchNorm_0"]["mean"], conv_out.mean((0, 1, 2)), rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(stats["stem"]["BatchNorm_0"]["var"], conv_out.var((0, 1, 2)), rtol=1e-3, atol=1e-5)
@@ -84,15 +99,21 @@ def test_recalibration_gives_exact_batch_statistics(setup):
   chex.assert_trees_all_equal(stats["layers.1"], state.batch_stats["layers.1"])
   # layers.0 chose conv5 (index 1): only that candidate's statistics change.
   chex.assert_trees_all_equal(stats["layers.0"]["conv3"], state.batch_stats["layers.0"]["conv3"])
-  assert not np.allclose(stats["layers.0"]["conv5"]["BatchNorm_0"]["mean"], state.batch_stats["layers.0"]["conv5"]["BatchNorm_0"]["mean"])
+  assert not np.allclose(
+    stats["layers.0"]["conv5"]["BatchNorm_0"]["mean"], state.batch_stats["layers.0"]["conv5"]["BatchNorm_0"]["mean"]
+  )
 
 
 def test_recalibration_vmaps_over_subnets(setup):
   net, x, _, _, state, mutator = setup
   population = jax.vmap(mutator.sample_choices)(jax.random.split(jax.random.key(2), 3))
-  batched = jax.jit(jax.vmap(lambda gc: recalibrate_batch_stats(net, state.params, state.batch_stats, mutator.set_choices(gc), x)))(population)
+  batched = jax.jit(
+    jax.vmap(lambda gc: recalibrate_batch_stats(net, state.params, state.batch_stats, mutator.set_choices(gc), x))
+  )(population)
   for i in range(3):
-    one = recalibrate_batch_stats(net, state.params, state.batch_stats, mutator.set_choices({g: v[i] for g, v in population.items()}), x)
+    one = recalibrate_batch_stats(
+      net, state.params, state.batch_stats, mutator.set_choices({g: v[i] for g, v in population.items()}), x
+    )
     chex.assert_trees_all_close(jax.tree.map(lambda a: a[i], batched), one, rtol=1e-5, atol=1e-6)
 
 
@@ -115,14 +136,18 @@ def test_fixed_subnet_step_matches_the_traced_supernet_step(setup):
   choices = mutator.set_choices({0: jnp.int32(2), 1: jnp.int32(0)})
   fixed_state, _ = make_fixed_subnet_train_step(net, choices, optimizer)(state, x, y)
 
-  traced_step = jax.jit(lambda state, choices: supervised_update(net, optimizer, classification_loss, state, x, y, choices)[0])
+  traced_step = jax.jit(
+    lambda state, choices: supervised_update(net, optimizer, classification_loss, state, x, y, choices)[0]
+  )
   traced_state = traced_step(state, choices)
   chex.assert_trees_all_close(fixed_state.params, traced_state.params, rtol=1e-5, atol=1e-6)
   chex.assert_trees_all_close(fixed_state.batch_stats, traced_state.batch_stats, rtol=1e-5, atol=1e-6)
 
 
 def test_build_optimizer():
-  schedule_opt = build_optimizer(dict(type="sgd", learning_rate=dict(type="cosine_decay_schedule", init_value=0.1, decay_steps=10)))
+  schedule_opt = build_optimizer(
+    dict(type="sgd", learning_rate=dict(type="cosine_decay_schedule", init_value=0.1, decay_steps=10))
+  )
   params = {"w": jnp.ones(2)}
   updates, _ = schedule_opt.update({"w": jnp.ones(2)}, schedule_opt.init(params), params)
   np.testing.assert_allclose(updates["w"], -0.1)
@@ -143,11 +168,15 @@ def test_spos_rejects_a_diff_mutator():
 @pytest.mark.slow
 def test_spos_run_end_to_end(tmp_path):
   config = dict(
-      model=dict(type="SPOS", architecture=dict(type="SearchableConvNet", width=8, num_layers=2), mutator=dict(type="OneShotModuleMutator")),
-      train_cfg=dict(epochs=3, batch_size=64, optimizer=dict(type="sgd", learning_rate=0.05, momentum=0.9)),
-      search_cfg=dict(max_epochs=2, num_candidates=6, top_k=3, num_mutation=3, num_crossover=3, calibrate_sample_num=128),
-      retrain_cfg=dict(epochs=2),
-      num_random_baseline=4,
+    model=dict(
+      type="SPOS",
+      architecture=dict(type="SearchableConvNet", width=8, num_layers=2),
+      mutator=dict(type="OneShotModuleMutator"),
+    ),
+    train_cfg=dict(epochs=3, batch_size=64, optimizer=dict(type="sgd", learning_rate=0.05, momentum=0.9)),
+    search_cfg=dict(max_epochs=2, num_candidates=6, top_k=3, num_mutation=3, num_crossover=3, calibrate_sample_num=128),
+    retrain_cfg=dict(epochs=2),
+    num_random_baseline=4,
   )
   algorithm = jm.build(config["model"])
   result = algorithm.run(config, tmp_path, seed=0, progress=False)

@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 
 import jaxmutate as jm
-from jaxmutate.algorithms._darts import discrete_arch_weights
-from jaxmutate.models.darts import (
-    DARTS_OPS,
-    DartsBackbone,
-    darts_genotype,
-    derive_discrete_network,
-    discrete_network_variables,
+from jaxmutate.algorithms import discrete_arch_weights
+from jaxmutate.models import (
+  DARTS_OPS,
+  DartsBackbone,
+  darts_genotype,
+  derive_discrete_network,
+  discrete_network_variables,
 )
+from jaxmutate.spaces import EdgeSubsetSpace
 
 FAST = {"xla_backend_optimization_level": 0}  # compiles the supernet several times faster on CPU
 X = jax.random.uniform(jax.random.key(0), (4, 8, 8, 1))
@@ -36,7 +37,9 @@ def test_aliases_share_arch_params_per_cell_type():
   spec = mutator.group_spec(next(g for g, k in enumerate(groups) if k == "normal_n3_p1"))
   assert spec.choice_names == DARTS_OPS
   route_spec = mutator.name_to_spec["cell0.normal_n3"]
-  assert route_spec.choice_names == ("normal_n3_p0", "normal_n3_p1", "normal_n3_p2") and route_spec.num_chosen == 2
+  assert (
+    route_spec.choice_names == ("normal_n3_p0", "normal_n3_p1", "normal_n3_p2") and route_spec.space.num_chosen == 2
+  )
 
 
 def test_candidates_live_under_the_edge_scope_and_reduction_halves():
@@ -60,17 +63,19 @@ def test_candidates_live_under_the_edge_scope_and_reduction_halves():
 def test_derived_network_equals_supernet_with_one_hot_weights():
   kwargs = dict(base_channels=4, num_layers=2, num_nodes=2, num_classes=10, reduction_layers=(1,))
   net = DartsBackbone(**kwargs)
-  weighted = DartsBackbone(**kwargs, mutable_cfg=dict(direct_weights=True), route_cfg=dict(type="DiffChoiceRoute", direct_weights=True))
+  weighted = DartsBackbone(
+    **kwargs, mutable_cfg=dict(direct_weights=True), route_cfg=dict(type="DiffChoiceRoute", direct_weights=True)
+  )
   variables = jax.jit(lambda k, x: net.init(k, x, None), compiler_options=FAST)(jax.random.key(1), X)
   mutator = jm.DiffModuleMutator().prepare_from_supernet(variables)
   # A genotype that uses every kind of op, "zero" included, and non-adjacent inputs.
   group_choices = {}
   for g in mutator.search_groups:
     spec = mutator.group_spec(g)
-    if spec.num_chosen is None:
+    if not isinstance(spec.space, EdgeSubsetSpace):
       group_choices[g] = jnp.int32((3 * g) % len(DARTS_OPS))
     else:
-      group_choices[g] = jnp.arange(spec.num_choices - spec.num_chosen, spec.num_choices, dtype=jnp.int32)[::-1]
+      group_choices[g] = jnp.arange(spec.num_choices - spec.space.num_chosen, spec.num_choices, dtype=jnp.int32)[::-1]
   fix_subnet = mutator.export_fix_subnet(group_choices)
   assert "zero" in {v["chosen"] for v in fix_subnet.values() if isinstance(v["chosen"], str)}
   discrete = derive_discrete_network(net, fix_subnet)
@@ -79,7 +84,9 @@ def test_derived_network_equals_supernet_with_one_hot_weights():
 
   # Inference-mode and training-mode BatchNorm, one compile each.
   def supernet_out(v, x):
-    return weighted.apply(v, x, choices, train=False), weighted.apply(v, x, choices, train=True, mutable=["batch_stats"])
+    return weighted.apply(v, x, choices, train=False), weighted.apply(
+      v, x, choices, train=True, mutable=["batch_stats"]
+    )
 
   def discrete_out(v, x):
     return discrete.apply(v, x, train=False), discrete.apply(v, x, train=True, mutable=["batch_stats"])
@@ -102,18 +109,18 @@ def test_derived_network_equals_supernet_with_one_hot_weights():
 def test_genotype_reads_mmrazor_subnet_files():
   net = DartsBackbone(base_channels=4, num_layers=1, num_nodes=2, reduction_layers=())
   fix_subnet = {
-      "normal_n2": {"chosen": ["normal_n2_p1", "normal_n2_p0"]},
-      "normal_n2_p0": {"chosen": ["sep_conv_3x3"]},  # MMRazor writes op choices as one-element lists
-      "normal_n2_p1": {"chosen": "skip_connect"},
-      "normal_n3": {"chosen": ["normal_n3_p2", "normal_n3_p0"]},
-      "normal_n3_p0": {"chosen": "dil_conv_3x3"},
-      "normal_n3_p1": {"chosen": "zero"},
-      "normal_n3_p2": {"chosen": "max_pool_3x3"},
+    "normal_n2": {"chosen": ["normal_n2_p1", "normal_n2_p0"]},
+    "normal_n2_p0": {"chosen": ["sep_conv_3x3"]},  # MMRazor writes op choices as one-element lists
+    "normal_n2_p1": {"chosen": "skip_connect"},
+    "normal_n3": {"chosen": ["normal_n3_p2", "normal_n3_p0"]},
+    "normal_n3_p0": {"chosen": "dil_conv_3x3"},
+    "normal_n3_p1": {"chosen": "zero"},
+    "normal_n3_p2": {"chosen": "max_pool_3x3"},
   }
   genotype = darts_genotype(net, fix_subnet, reduction=False)
   assert genotype == (
-      (("normal_n2_p0", 0, "sep_conv_3x3"), ("normal_n2_p1", 1, "skip_connect")),
-      (("normal_n3_p0", 0, "dil_conv_3x3"), ("normal_n3_p2", 2, "max_pool_3x3")),
+    (("normal_n2_p0", 0, "sep_conv_3x3"), ("normal_n2_p1", 1, "skip_connect")),
+    (("normal_n3_p0", 0, "dil_conv_3x3"), ("normal_n3_p2", 2, "max_pool_3x3")),
   )
   with pytest.raises(KeyError, match="'normal_n3_p0'"):
     darts_genotype(net, {k: v for k, v in fix_subnet.items() if k != "normal_n3_p0"}, reduction=False)
@@ -145,12 +152,24 @@ def test_bad_layout_and_mutable_configs():
 
 
 def test_gumbel_backbone_takes_a_temperature():
-  net = jm.build(dict(type="DartsBackbone", base_channels=4, num_layers=1, num_nodes=2, num_classes=10,
-                      mutable_cfg=dict(type="GumbelMutableOP", hard=True)))
+  net = jm.build(
+    dict(
+      type="DartsBackbone",
+      base_channels=4,
+      num_layers=1,
+      num_nodes=2,
+      num_classes=10,
+      mutable_cfg=dict(type="GumbelMutableOP", hard=True),
+    )
+  )
   variables = shapes_of(net)
   mutator = jm.DiffModuleMutator().prepare_from_supernet(variables)
   alpha = mutator.init_arch_params(jax.random.key(0))
-  out = jax.eval_shape(lambda v: net.apply(v, X, mutator.set_choices(alpha), tau=0.5, rngs={"gumbel": jax.random.key(1)}), variables)
+  out = jax.eval_shape(
+    lambda v: net.apply(v, X, mutator.set_choices(alpha), tau=0.5, rngs={"gumbel": jax.random.key(1)}), variables
+  )
   assert out.shape == (4, 10)
   with pytest.raises(ValueError, match="tau must be > 0"):
-    jax.eval_shape(lambda v: net.apply(v, X, mutator.set_choices(alpha), tau=0.0, rngs={"gumbel": jax.random.key(1)}), variables)
+    jax.eval_shape(
+      lambda v: net.apply(v, X, mutator.set_choices(alpha), tau=0.0, rngs={"gumbel": jax.random.key(1)}), variables
+    )

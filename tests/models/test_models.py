@@ -10,7 +10,11 @@ import jaxmutate as jm
 def test_shufflenet_search_space(key):
   # XLA depthwise convs compile faster; the fast CPU path is tested in tests/ops.
   net = jm.SearchableShuffleNetV2(
-      arch_setting=((8, 2, 1), (16, 1, 2)), stem_channels=8, last_channels=16, num_classes=5, depthwise_implementation="xla"
+    arch_setting=((8, 2, 1), (16, 1, 2)),
+    stem_channels=8,
+    last_channels=16,
+    num_classes=5,
+    depthwise_implementation="xla",
   )
   x = jnp.ones((2, 8, 8, 1))
   variables = jm.init_supernet(net, key, x)

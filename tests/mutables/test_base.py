@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import jaxmutate as jm
-from jaxmutate.mutables._base import ChoiceSemantics, MutableSpec, check_index_choice, check_logits_choice
+from jaxmutate.mutables import MutableSpec
+from jaxmutate.spaces import IndexSpace, check_index_choice, check_logits_choice
 
 X = jnp.ones((2, 3))
 
@@ -38,22 +39,24 @@ def _call_route(m, x, choices):
 
 
 KINDS = [
-    Kind("OneShotMutableOP", jm.OneShotMutableOP, _call_op, lambda n: jnp.int32(n - 1)),
-    Kind(
-        "OneShotProbMutableOP",
-        lambda c, **kw: jm.OneShotProbMutableOP(c, choice_probs=(0.5, 0.5), **kw),
-        _call_op,
-        lambda n: jnp.int32(0),
-    ),
-    Kind("DiffMutableOP", jm.DiffMutableOP, _call_op, lambda n: jnp.zeros(n)),
-    Kind("DiffChoiceRoute", lambda c, **kw: jm.DiffChoiceRoute(c, num_chosen=1, **kw), _call_route, lambda n: jnp.zeros(n)),
-    Kind(
-        "GumbelChoiceRoute",
-        jm.GumbelChoiceRoute,
-        _call_route,
-        lambda n: jnp.zeros(n),
-        rngs=lambda: {"gumbel": jax.random.key(3)},
-    ),
+  Kind("OneShotMutableOP", jm.OneShotMutableOP, _call_op, lambda n: jnp.int32(n - 1)),
+  Kind(
+    "OneShotProbMutableOP",
+    lambda c, **kw: jm.OneShotProbMutableOP(c, choice_probs=(0.5, 0.5), **kw),
+    _call_op,
+    lambda n: jnp.int32(0),
+  ),
+  Kind("DiffMutableOP", jm.DiffMutableOP, _call_op, lambda n: jnp.zeros(n)),
+  Kind(
+    "DiffChoiceRoute", lambda c, **kw: jm.DiffChoiceRoute(c, num_chosen=1, **kw), _call_route, lambda n: jnp.zeros(n)
+  ),
+  Kind(
+    "GumbelChoiceRoute",
+    jm.GumbelChoiceRoute,
+    _call_route,
+    lambda n: jnp.zeros(n),
+    rngs=lambda: {"gumbel": jax.random.key(3)},
+  ),
 ]
 KIND_IDS = [k.name for k in KINDS]
 
@@ -135,7 +138,9 @@ def test_non_string_alias_raises_type_error(kind, key):
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=KIND_IDS)
-@pytest.mark.parametrize("candidates, error", [({}, ValueError), ([nn.Dense(2)], TypeError), ({"": nn.Dense(2)}, TypeError)])
+@pytest.mark.parametrize(
+  "candidates, error", [({}, ValueError), ([nn.Dense(2)], TypeError), ({"": nn.Dense(2)}, TypeError)]
+)
 def test_bad_candidates_raise(kind, candidates, error, key):
   mutable = kind.make(candidates)
   with pytest.raises(error):
@@ -198,9 +203,9 @@ def test_check_index_choice_validates_shape_dtype_and_range():
     check_index_choice("m", 3, 3)
   with pytest.raises(ValueError, match="out of range"):
     check_index_choice("m", -1, 3)
-  # Traced indices cannot be range-checked: they pass through (switch clamps).
+  # Traced indices cannot be range-checked: they are clipped into range.
   out = jax.jit(lambda i: check_index_choice("m", i, 3))(jnp.int32(7))
-  assert int(out) == 7
+  assert int(out) == 2
 
 
 def test_check_logits_choice_validates_shape_and_dtype():
@@ -211,20 +216,20 @@ def test_check_logits_choice_validates_shape_and_dtype():
     check_logits_choice("m", jnp.zeros(3, jnp.int32), 3)
 
 
-def test_choice_semantics_defaults():
-  spec = MutableSpec(mutable_type=jm.OneShotMutableOP, alias=None, choice_names=("a", "b", "c"))
-  choice = ChoiceSemantics.sample_choice(spec, jax.random.key(0))
+def test_index_space_defaults():
+  space = IndexSpace(("a", "b", "c"))
+  choice = space.sample(jax.random.key(0))
   assert choice.dtype == jnp.int32 and choice.shape == ()
   with pytest.raises(ValueError, match="no max choice"):
-    ChoiceSemantics.max_choice(spec)
+    space.max()
   with pytest.raises(ValueError, match="no min choice"):
-    ChoiceSemantics.min_choice(spec)
-  assert ChoiceSemantics.export_choice(spec, jnp.int32(2)) == "c"
-  assert int(ChoiceSemantics.import_choice(spec, "k", "b")) == 1
+    space.min()
+  assert space.export(jnp.int32(2)) == "c"
+  assert int(space.load("b", "k")) == 1
   with pytest.raises(ValueError, match="'k'.*'z'"):
-    ChoiceSemantics.import_choice(spec, "k", "z")
+    space.load("z", "k")
   with pytest.raises(ValueError, match="out of range"):
-    ChoiceSemantics.check_group_choice(spec, 0, 5)
+    space.check(5, "group 0")
 
 
 @pytest.mark.parametrize("route_cls", [jm.DiffChoiceRoute, jm.GumbelChoiceRoute])

@@ -35,7 +35,9 @@ class DropBlock(nn.Module):
 
 
 def _op(**kwargs) -> jm.OneShotMutableOP:
-  return jm.OneShotMutableOP({"k3": nn.Dense(4), "k5": nn.Dense(4, use_bias=False), "skip": lambda x: x[:, :1] * jnp.ones((1, 4))}, **kwargs)
+  return jm.OneShotMutableOP(
+    {"k3": nn.Dense(4), "k5": nn.Dense(4, use_bias=False), "skip": lambda x: x[:, :1] * jnp.ones((1, 4))}, **kwargs
+  )
 
 
 class Net(nn.Module):
@@ -250,7 +252,7 @@ def _prob_op(probs) -> jm.OneShotProbMutableOP:
 
 def test_prob_op_records_its_probabilities(key):
   variables = _prob_op([0.2, 0.3, 0.5]).init(key, X, None)
-  assert variables["mutables"]["spec"].choice_probs == (0.2, 0.3, 0.5)
+  assert variables["mutables"]["spec"].space.probs == (0.2, 0.3, 0.5)
 
 
 def test_prob_op_accepts_a_sum_within_tolerance(key):
@@ -259,16 +261,16 @@ def test_prob_op_accepts_a_sum_within_tolerance(key):
 
 
 @pytest.mark.parametrize(
-    "probs, match",
-    [
-        ([0.5, 0.5], "2 entries but there are 3"),
-        ([0.25, 0.25, 0.25, 0.25], "4 entries"),
-        ([0.2, 0.3, 0.6], "sum to 1"),
-        ([0.2, 0.3, 0.4], "sum to 1"),  # MMRazor's one-sided check would accept this
-        ([0.2, 0.3, 0.5 + 1e-5], "sum to 1"),
-        ([-0.5, 0.5, 1.0], "non-negative"),
-        ((), "0 entries"),
-    ],
+  "probs, match",
+  [
+    ([0.5, 0.5], "2 entries but there are 3"),
+    ([0.25, 0.25, 0.25, 0.25], "4 entries"),
+    ([0.2, 0.3, 0.6], "sum to 1"),
+    ([0.2, 0.3, 0.4], "sum to 1"),  # MMRazor's one-sided check would accept this
+    ([0.2, 0.3, 0.5 + 1e-5], "sum to 1"),
+    ([-0.5, 0.5, 1.0], "non-negative"),
+    ((), "0 entries"),
+  ],
 )
 def test_prob_op_rejects_bad_probabilities(probs, match, key):
   with pytest.raises(ValueError, match=match):

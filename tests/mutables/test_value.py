@@ -42,17 +42,17 @@ def test_one_shot_value_sorts_and_defaults_to_the_max(key):
 
 def test_one_shot_value_max_and_min_are_last_and_first(key):
   spec = _spec(jm.OneShotMutableValue([0.5, 0.25, 1.0]).init(key, None))
-  assert int(jm.OneShotMutableValue.max_choice(spec)) == 2
-  assert int(jm.OneShotMutableValue.min_choice(spec)) == 0
-  assert spec.choice_names[int(jm.OneShotMutableValue.max_choice(spec))] == 1.0
+  assert int(spec.space.max()) == 2
+  assert int(spec.space.min()) == 0
+  assert spec.choice_names[int(spec.space.max())] == 1.0
 
 
 def test_plain_mutable_value_has_no_max_or_min(key):
   spec = _spec(jm.MutableValue([1, 2]).init(key, None))
   with pytest.raises(ValueError, match="no max choice"):
-    jm.MutableValue.max_choice(spec)
+    spec.space.max()
   with pytest.raises(ValueError, match="no min choice"):
-    jm.MutableValue.min_choice(spec)
+    spec.space.min()
 
 
 def test_float_values_keep_their_dtype(key):
@@ -64,14 +64,14 @@ def test_float_values_keep_their_dtype(key):
 
 
 @pytest.mark.parametrize(
-    "values, default, error, match",
-    [
-        ([], None, ValueError, "empty"),
-        ([1, 2.0], None, TypeError, "one type"),
-        (["a", "b"], None, TypeError, "ints or floats"),
-        ([1, 1, 2], None, ValueError, "duplicates"),
-        ([1, 2], 3, ValueError, "default_value 3"),
-    ],
+  "values, default, error, match",
+  [
+    ([], None, ValueError, "empty"),
+    ([1, 2.0], None, TypeError, "one type"),
+    (["a", "b"], None, TypeError, "ints or floats"),
+    ([1, 1, 2], None, ValueError, "duplicates"),
+    ([1, 2], 3, ValueError, "default_value 3"),
+  ],
 )
 def test_bad_value_lists_raise(values, default, error, match, key):
   with pytest.raises(error, match=match):
@@ -130,12 +130,12 @@ class TestTraced(chex.TestCase):
 
 def test_value_group_export_and_import_use_the_values(key):
   spec = _spec(jm.OneShotMutableValue([4, 2, 8]).init(key, None))
-  assert jm.OneShotMutableValue.export_choice(spec, jnp.int32(1)) == 4
-  assert int(jm.OneShotMutableValue.import_choice(spec, "k", 8)) == 2
-  assert int(jm.OneShotMutableValue.import_choice(spec, "k", 8.0)) == 2  # YAML may write 8.0
+  assert spec.space.export(jnp.int32(1)) == 4
+  assert int(spec.space.load(8, "k")) == 2
+  assert int(spec.space.load(8.0, "k")) == 2  # YAML may write 8.0
   for bad in (5, "8", True, None):
     with pytest.raises(ValueError, match="'k'"):
-      jm.OneShotMutableValue.import_choice(spec, "k", bad)
+      spec.space.load(bad, "k")
 
 
 @settings(max_examples=25, deadline=None)
@@ -146,9 +146,9 @@ def test_one_shot_value_index_is_the_rank(values):
   spec = _spec(variables)
   assert list(spec.choice_names) == sorted(values)
   for index, expected in enumerate(sorted(values)):
-    exported = jm.OneShotMutableValue.export_choice(spec, jnp.int32(index))
+    exported = spec.space.export(jnp.int32(index))
     assert exported == expected
-    assert int(jm.OneShotMutableValue.import_choice(spec, "v", exported)) == index
+    assert int(spec.space.load(exported, "v")) == index
 
 
 def test_numpy_scalars_become_plain_python_values(key):
@@ -156,6 +156,6 @@ def test_numpy_scalars_become_plain_python_values(key):
   spec = _spec(value.init(key, None))
   assert spec.choice_names == (2, 4, 8)
   assert all(type(v) is int for v in spec.choice_names)
-  assert type(jm.OneShotMutableValue.export_choice(spec, jnp.int32(0))) is int
+  assert type(spec.space.export(jnp.int32(0))) is int
   with pytest.raises(TypeError, match="one type"):
     jm.MutableValue([True, 2]).init(key, None)

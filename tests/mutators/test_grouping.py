@@ -9,15 +9,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jaxmutate as jm
-from jaxmutate.mutables._base import MutableSpec
+from jaxmutate.mutables import MutableSpec
 from jaxmutate.mutators import build_search_groups
 from jaxmutate.mutators._grouping import collect_specs, normalize_custom_group
+from jaxmutate.spaces import IndexSpace, LogitSpace, ValueSpace
 
 X = jnp.ones((1, 3))
 
 
 def _spec(alias=None, names=("a", "b"), order=0, mutable_type=jm.OneShotMutableOP, probs=None) -> MutableSpec:
-  return MutableSpec(mutable_type=mutable_type, alias=alias, choice_names=names, choice_probs=probs, order=order)
+  if issubclass(mutable_type, jm.MutableValue):
+    space = ValueSpace(names, ordered=issubclass(mutable_type, jm.OneShotMutableValue))
+  elif issubclass(mutable_type, jm.DiffMutableModule):
+    space = LogitSpace(names)
+  else:
+    space = IndexSpace(names, probs)
+  return MutableSpec(mutable_type=mutable_type, alias=alias, space=space, order=order)
 
 
 def _specs(aliases: dict[str, str | None]) -> list[tuple[str, MutableSpec]]:
@@ -35,15 +42,15 @@ def _groups(specs, custom_group):
 
 
 @pytest.mark.parametrize(
-    "custom_group, expected",
-    [
-        ([["a1"], ["a2"]], {0: ("op1", "op2"), 1: ("op3",)}),
-        ([["op1", "op2"], ["op3"]], {0: ("op1", "op2"), 1: ("op3",)}),
-        ([["a2"], ["op2"]], {0: ("op3",), 1: ("op2",), 2: ("op1",)}),
-        (None, {0: ("op1", "op2"), 1: ("op3",)}),
-        ([], {0: ("op1", "op2"), 1: ("op3",)}),
-        ([["a2", "a1"]], {0: ("op3", "op1", "op2")}),
-    ],
+  "custom_group, expected",
+  [
+    ([["a1"], ["a2"]], {0: ("op1", "op2"), 1: ("op3",)}),
+    ([["op1", "op2"], ["op3"]], {0: ("op1", "op2"), 1: ("op3",)}),
+    ([["a2"], ["op2"]], {0: ("op3",), 1: ("op2",), 2: ("op1",)}),
+    (None, {0: ("op1", "op2"), 1: ("op3",)}),
+    ([], {0: ("op1", "op2"), 1: ("op3",)}),
+    ([["a2", "a1"]], {0: ("op3", "op1", "op2")}),
+  ],
 )
 def test_mmrazor_docstring_example(custom_group, expected):
   assert _groups(DOC_SPECS, custom_group) == expected
@@ -60,12 +67,12 @@ class DocNet(nn.Module):
 
 
 @pytest.mark.parametrize(
-    "custom_group, expected",
-    [
-        ([["a1"], ["a2"]], {0: ("op1", "op2"), 1: ("op3",)}),
-        ([["op1", "op2"], ["op3"]], {0: ("op1", "op2"), 1: ("op3",)}),
-        ([["a2"], ["op2"]], {0: ("op3",), 1: ("op2",), 2: ("op1",)}),
-    ],
+  "custom_group, expected",
+  [
+    ([["a1"], ["a2"]], {0: ("op1", "op2"), 1: ("op3",)}),
+    ([["op1", "op2"], ["op3"]], {0: ("op1", "op2"), 1: ("op3",)}),
+    ([["a2"], ["op2"]], {0: ("op3",), 1: ("op2",), 2: ("op1",)}),
+  ],
 )
 def test_mmrazor_docstring_example_through_a_supernet(custom_group, expected, key):
   variables = DocNet().init(key, X, None)
@@ -112,13 +119,13 @@ def test_unknown_key_raises_value_error_naming_it():
 
 
 @pytest.mark.parametrize(
-    "custom_group, key",
-    [
-        ([["op1"], ["op1"]], "op1"),
-        ([["op3", "op3"]], "op3"),
-        ([["a1"], ["a1"]], "op1"),
-        ([["a1", "a1"]], "op1"),
-    ],
+  "custom_group, key",
+  [
+    ([["op1"], ["op1"]], "op1"),
+    ([["op3", "op3"]], "op3"),
+    ([["a1"], ["a1"]], "op1"),
+    ([["a1", "a1"]], "op1"),
+  ],
 )
 def test_a_mutable_in_two_groups_raises_value_error_naming_it(custom_group, key):
   with pytest.raises(ValueError, match=f"'{key}'.*(two search groups|listed twice)"):
@@ -137,14 +144,14 @@ def test_alias_with_names_of_other_aliases_is_fine():
 
 
 @pytest.mark.parametrize(
-    "other",
-    [
-        _spec(names=("a", "c"), order=1),
-        _spec(names=("a", "b", "c"), order=1),
-        _spec(mutable_type=jm.OneShotProbMutableOP, probs=(0.5, 0.5), order=1),
-        _spec(mutable_type=jm.OneShotMutableValue, names=(1, 2), order=1),
-        _spec(mutable_type=jm.DiffMutableOP, order=1),
-    ],
+  "other",
+  [
+    _spec(names=("a", "c"), order=1),
+    _spec(names=("a", "b", "c"), order=1),
+    _spec(mutable_type=jm.OneShotProbMutableOP, probs=(0.5, 0.5), order=1),
+    _spec(mutable_type=jm.OneShotMutableValue, names=(1, 2), order=1),
+    _spec(mutable_type=jm.DiffMutableOP, order=1),
+  ],
 )
 def test_group_with_different_search_spaces_raises_value_error_naming_both(other):
   specs = [("first", _spec(order=0)), ("second", other)]
@@ -159,13 +166,13 @@ def test_alias_over_different_search_spaces_raises_value_error_naming_both():
 
 
 @pytest.mark.parametrize(
-    "custom_group, error",
-    [
-        ("op1", TypeError),
-        (["op1"], TypeError),
-        ([["op1"], []], ValueError),
-        ([[1]], TypeError),
-    ],
+  "custom_group, error",
+  [
+    ("op1", TypeError),
+    (["op1"], TypeError),
+    ([["op1"], []], ValueError),
+    ([[1]], TypeError),
+  ],
 )
 def test_malformed_custom_group_raises(custom_group, error):
   with pytest.raises(error):
@@ -230,14 +237,14 @@ def test_grouping_invariants_over_random_layouts(layout):
   in_custom = {n for entry in custom for n in _expand(entry, members)}
   # Pass 2: each unused alias with remaining members, in first-appearance order.
   alias_groups = [
-      tuple(n for n in members[a] if n not in in_custom)
-      for a in members
-      if a not in used and any(n not in in_custom for n in members[a])
+    tuple(n for n in members[a] if n not in in_custom)
+    for a in members
+    if a not in used and any(n not in in_custom for n in members[a])
   ]
   assert rest[: len(alias_groups)] == alias_groups
   # Pass 3: singletons of the rest, in definition order.
   grouped = in_custom | {n for g in alias_groups for n in g}
-  assert rest[len(alias_groups):] == [(n,) for n in names if n not in grouped]
+  assert rest[len(alias_groups) :] == [(n,) for n in names if n not in grouped]
   # Mutables of one alias share a group unless custom groups split them by name.
   for alias, alias_members in members.items():
     if not any(n in in_custom for n in alias_members) or alias in used:

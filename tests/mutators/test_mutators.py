@@ -24,15 +24,15 @@ class Supernet(nn.Module):
   def __call__(self, x, choices):
     for i in range(2):
       x = jm.OneShotMutableOP({"a": nn.Dense(3), "b": nn.Dense(3), "c": nn.Dense(3)}, alias="blk", name=f"op{i}")(
-          x, choices
-      )
-    x = jm.OneShotProbMutableOP({"p": nn.Dense(3), "q": nn.Dense(3), "r": nn.Dense(3)}, choice_probs=PROBS, name="prob")(
         x, choices
-    )
+      )
+    x = jm.OneShotProbMutableOP(
+      {"p": nn.Dense(3), "q": nn.Dense(3), "r": nn.Dense(3)}, choice_probs=PROBS, name="prob"
+    )(x, choices)
     x = x * jm.OneShotMutableValue([1.0, 0.5, 2.0], name="scale")(choices)
     x = jm.DiffMutableOP({"a": nn.Dense(3), "b": nn.Dense(3)}, name="dop")(x, choices)
     return jm.DiffChoiceRoute({"e0": nn.Dense(3), "e1": nn.Dense(3), "e2": nn.Dense(3)}, num_chosen=2, name="route")(
-        [x, 2 * x, 3 * x], choices
+      [x, 2 * x, 3 * x], choices
     )
 
 
@@ -42,9 +42,9 @@ class OneShotNet(nn.Module):
   @nn.compact
   def __call__(self, x, choices):
     x = jm.OneShotMutableOP({"a": nn.Dense(3), "b": nn.Dense(3), "c": nn.Dense(3)}, name="op")(x, choices)
-    x = jm.OneShotProbMutableOP({"p": nn.Dense(3), "q": nn.Dense(3), "r": nn.Dense(3)}, choice_probs=PROBS, name="prob")(
-        x, choices
-    )
+    x = jm.OneShotProbMutableOP(
+      {"p": nn.Dense(3), "q": nn.Dense(3), "r": nn.Dense(3)}, choice_probs=PROBS, name="prob"
+    )(x, choices)
     return x * jm.OneShotMutableValue([1.0, 0.5, 2.0], name="scale")(choices)
 
 
@@ -100,21 +100,21 @@ def test_prepare_returns_a_new_mutator_and_leaves_the_original_unprepared(cls, v
   assert type(prepared) is cls
   assert prepared.search_groups
   with pytest.raises(RuntimeError, match="prepare_from_supernet"):
-    mutator.search_groups
+    _ = mutator.search_groups
   with pytest.raises(dataclasses.FrozenInstanceError):
     mutator.custom_group = (("op0",),)  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("cls", [jm.OneShotModuleMutator, jm.DiffModuleMutator, jm.NasMutator])
 @pytest.mark.parametrize(
-    "call",
-    [
-        lambda m: m.search_groups,
-        lambda m: m.name_to_spec,
-        lambda m: m.set_choices({}),
-        lambda m: m.export_fix_subnet({}),
-        lambda m: m.load_fix_subnet({}),
-    ],
+  "call",
+  [
+    lambda m: m.search_groups,
+    lambda m: m.name_to_spec,
+    lambda m: m.set_choices({}),
+    lambda m: m.export_fix_subnet({}),
+    lambda m: m.load_fix_subnet({}),
+  ],
 )
 def test_use_before_prepare_raises_runtime_error(cls, call):
   with pytest.raises(RuntimeError, match=f"{cls.__name__}.prepare_from_supernet"):
@@ -122,12 +122,12 @@ def test_use_before_prepare_raises_runtime_error(cls, call):
 
 
 @pytest.mark.parametrize(
-    "cls, expected",
-    [
-        (jm.OneShotModuleMutator, {0: ("op0", "op1"), 1: ("prob",), 2: ("scale",)}),
-        (jm.DiffModuleMutator, {0: ("dop",), 1: ("route",)}),
-        (jm.NasMutator, {0: ("op0", "op1"), 1: ("prob",), 2: ("scale",), 3: ("dop",), 4: ("route",)}),
-    ],
+  "cls, expected",
+  [
+    (jm.OneShotModuleMutator, {0: ("op0", "op1"), 1: ("prob",), 2: ("scale",)}),
+    (jm.DiffModuleMutator, {0: ("dop",), 1: ("route",)}),
+    (jm.NasMutator, {0: ("op0", "op1"), 1: ("prob",), 2: ("scale",), 3: ("dop",), 4: ("route",)}),
+  ],
 )
 def test_each_mutator_manages_only_its_mutable_class_type(cls, expected, variables):
   assert cls().prepare_from_supernet(variables).search_groups == expected
@@ -169,7 +169,7 @@ def test_group_key_and_group_spec(variables):
   assert mutator.group_key(0) == "blk"
   assert mutator.group_key(2) == "scale"
   assert mutator.group_spec(2).choice_names == (0.5, 1.0, 2.0)
-  assert mutator.group_spec(4).num_chosen == 2
+  assert mutator.group_spec(4).space.num_chosen == 2
 
 
 # sample_choices -----------------------------------------------------------------
@@ -281,7 +281,8 @@ def test_sample_and_set_under_jit_and_vmap_over_keys(variables, population_and_c
   mutator = jm.NasMutator().prepare_from_supernet(variables)
   group_choices, choices = population_and_choices
   chex.assert_shape([choices["op0"], choices["scale"]], (NUM_KEYS,))
-  chex.assert_shape(choices["route"], (NUM_KEYS, 3))
+  # Discrete choices reach differentiable mutables as they are (issue 8: no -inf logits).
+  chex.assert_shape(choices["route"], (NUM_KEYS, 2))
   chex.assert_trees_all_equal(choices["op0"], choices["op1"])
   for i in (0, 5):
     expected = mutator.set_choices(jax.tree.map(lambda a: a[i], group_choices))
@@ -328,8 +329,9 @@ def test_set_choices_drives_the_supernet(variables):
   mutator = jm.NasMutator().prepare_from_supernet(variables)
   group_choices = {0: 1, 1: 2, 2: 0, 3: 1, 4: jnp.array([2, 0], jnp.int32)}
   choices = mutator.set_choices(group_choices)
-  np.testing.assert_array_equal(choices["dop"], [-np.inf, 0.0])
-  np.testing.assert_array_equal(choices["route"], [0.0, -np.inf, 0.0])
+  # Discrete choices reach differentiable mutables as they are (issue 8: no -inf logits).
+  np.testing.assert_array_equal(choices["dop"], 1)
+  np.testing.assert_array_equal(choices["route"], [2, 0])
   eager = Supernet().apply(variables, X, choices)
   jitted = jax.jit(lambda c: Supernet().apply(variables, X, mutator.set_choices(c)))(group_choices)
   chex.assert_trees_all_close(eager, jitted, rtol=1e-5)

@@ -6,30 +6,31 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmutate.ops import depthwise_conv
-from jaxmutate.ops._batch_norm import DeferredNorm, as_array, rematerialized
-from jaxmutate.ops._common import BatchNorm, ConvBN
+from jaxmutate.ops import BatchNorm, ConvBN, DeferredNorm, as_array, depthwise_conv, rematerialized
 
 
 def _flax_bn(train, affine=True):
   return nn.BatchNorm(
-      use_running_average=not train, momentum=0.9, epsilon=1e-5,
-      use_scale=affine, use_bias=affine,
+    use_running_average=not train,
+    momentum=0.9,
+    epsilon=1e-5,
+    use_scale=affine,
+    use_bias=affine,
   )
 
 
 def _variables(seed, channels, affine=True):
   keys = jax.random.split(jax.random.key(seed), 4)
   variables = {
-      "batch_stats": {
-          "mean": jax.random.normal(keys[0], (channels,)),
-          "var": jax.random.uniform(keys[1], (channels,), minval=0.5, maxval=2.0),
-      }
+    "batch_stats": {
+      "mean": jax.random.normal(keys[0], (channels,)),
+      "var": jax.random.uniform(keys[1], (channels,), minval=0.5, maxval=2.0),
+    }
   }
   if affine:
     variables["params"] = {
-        "scale": jax.random.normal(keys[2], (channels,)),
-        "bias": jax.random.normal(keys[3], (channels,)),
+      "scale": jax.random.normal(keys[2], (channels,)),
+      "bias": jax.random.normal(keys[3], (channels,)),
     }
   return variables
 
@@ -47,18 +48,21 @@ def test_train_matches_flax_values_stats_and_grads(activation, affine):
 
   def loss(module, post, params, x):
     y, updates = module.apply(
-        {**variables, **({"params": params} if affine else {})}, x,
-        mutable=["batch_stats"],
+      {**variables, **({"params": params} if affine else {})},
+      x,
+      mutable=["batch_stats"],
     )
     return jnp.sum(post(y) * weights), (post(y), updates["batch_stats"])
 
   ours = jax.value_and_grad(
-      lambda p, x: loss(BatchNorm(activation=activation, affine=affine), lambda v: v, p, x),
-      argnums=(0, 1), has_aux=True,
+    lambda p, x: loss(BatchNorm(activation=activation, affine=affine), lambda v: v, p, x),
+    argnums=(0, 1),
+    has_aux=True,
   )
   theirs = jax.value_and_grad(
-      lambda p, x: loss(_flax_bn(True, affine), act, p, x),
-      argnums=(0, 1), has_aux=True,
+    lambda p, x: loss(_flax_bn(True, affine), act, p, x),
+    argnums=(0, 1),
+    has_aux=True,
   )
   params = variables.get("params", {})
   (_, (y, stats)), grads = jax.jit(ours)(params, x)
@@ -72,15 +76,11 @@ def test_train_matches_flax_values_stats_and_grads(activation, affine):
 
 def test_eval_matches_flax_and_keeps_stats():
   x, variables = _x(3), _variables(4, 3)
-  y, updates = BatchNorm(use_running_average=True, activation="relu").apply(
-      variables, x, mutable=["batch_stats"]
-  )
+  y, updates = BatchNorm(use_running_average=True, activation="relu").apply(variables, x, mutable=["batch_stats"])
   y_ref = nn.relu(_flax_bn(False).apply(variables, x))
   np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
   for key in ("mean", "var"):
-    np.testing.assert_array_equal(
-        updates["batch_stats"][key], variables["batch_stats"][key]
-    )
+    np.testing.assert_array_equal(updates["batch_stats"][key], variables["batch_stats"][key])
 
 
 def test_same_variables_as_flax_and_no_update_at_init():
@@ -119,7 +119,6 @@ def test_conv_bn_relu6_and_variable_names():
 # --- Deferred normalisation and rematerialisation ---------------------------
 
 
-
 def test_rematerialized_values_grads_second_order_and_vmap():
   def body(x, w):
     return jnp.sin(x) * w + depthwise_conv(jnp.cos(x), jnp.ones((3, 3, 2)))
@@ -129,9 +128,7 @@ def test_rematerialized_values_grads_second_order_and_vmap():
   plain = lambda x, w: jnp.sum(body(x, w) ** 2)
   remat = lambda x, w: jnp.sum(rematerialized(body, x, w) ** 2)
   np.testing.assert_allclose(remat(x, w), plain(x, w), rtol=1e-6)
-  for got, want in zip(
-      jax.jit(jax.grad(remat, (0, 1)))(x, w), jax.grad(plain, (0, 1))(x, w)
-  ):
+  for got, want in zip(jax.jit(jax.grad(remat, (0, 1)))(x, w), jax.grad(plain, (0, 1))(x, w)):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   # Reverse over reverse (DARTS' second-order step differentiates a gradient).
   second = lambda f: jax.grad(lambda w: jnp.sum(jax.grad(f)(x, w) ** 2))(w)
@@ -151,9 +148,7 @@ def test_deferred_chain_keeps_fewer_activations():
     @nn.compact
     def __call__(self, x):
       for i in range(10):
-        x = ConvBN(8, 3, depthwise=True, act="relu", name=f"layer{i}")(
-            x, train=True, defer=self.defer and i < 9
-        )
+        x = ConvBN(8, 3, depthwise=True, act="relu", name=f"layer{i}")(x, train=True, defer=self.defer and i < 9)
       return x
 
   x = _x(14, (8, 16, 16, 8))
@@ -161,10 +156,9 @@ def test_deferred_chain_keeps_fewer_activations():
 
   def temp_bytes(defer):
     def loss(params):
-      y, _ = Chain(defer).apply(
-          {**variables, "params": params}, x, mutable=["batch_stats"]
-      )
-      return jnp.sum(y ** 2)
+      y, _ = Chain(defer).apply({**variables, "params": params}, x, mutable=["batch_stats"])
+      return jnp.sum(y**2)
+
     compiled = jax.jit(jax.grad(loss)).lower(variables["params"]).compile()
     return compiled.memory_analysis().temp_size_in_bytes
 
@@ -192,15 +186,11 @@ def test_deferred_then_equals_normalise_then_apply(train, activation):
 
   def run(defer):
     def loss(params, x, kernel):
-      out, updates = bn.apply(
-          {**variables, "params": params}, x, defer=defer, mutable=["batch_stats"]
-      )
+      out, updates = bn.apply({**variables, "params": params}, x, defer=defer, mutable=["batch_stats"])
       y = out.then(conv, kernel) if defer else conv(out, kernel)
       return jnp.sum(jnp.tanh(y)), (y, updates["batch_stats"])
 
-    return jax.jit(jax.value_and_grad(loss, (0, 1, 2), has_aux=True))(
-        variables["params"], x, kernel
-    )
+    return jax.jit(jax.value_and_grad(loss, (0, 1, 2), has_aux=True))(variables["params"], x, kernel)
 
   (_, (y, stats)), grads = run(True)
   (_, (y_ref, stats_ref)), grads_ref = run(False)
@@ -227,10 +217,9 @@ def test_conv_bn_consumes_a_deferred_input(kernel_size, depthwise):
 
   def loss(defer):
     def f(params, x):
-      y, _ = Pair(defer).apply(
-          {**variables, "params": params}, x, mutable=["batch_stats"]
-      )
+      y, _ = Pair(defer).apply({**variables, "params": params}, x, mutable=["batch_stats"])
       return jnp.sum(jnp.sin(y)), y
+
     return jax.jit(jax.value_and_grad(f, (0, 1), has_aux=True))(variables["params"], x)
 
   (_, y), grads = loss(True)

@@ -27,7 +27,6 @@ def x_of(shape, seed=0):
 
 
 class TestChannelShuffle:
-
   def test_matches_mmcls_nchw_semantics(self):
     x = x_of((2, 3, 3, 12))
     groups = 3
@@ -42,9 +41,7 @@ class TestChannelShuffle:
     from jaxmutate.ops._shufflenet import _concat_shuffle
 
     x1, x2 = x_of((2, 3, 3, 4), 1), x_of((2, 3, 3, 4), 2)
-    np.testing.assert_array_equal(
-        _concat_shuffle(x1, x2), ops.channel_shuffle(jnp.concatenate([x1, x2], -1), 2)
-    )
+    np.testing.assert_array_equal(_concat_shuffle(x1, x2), ops.channel_shuffle(jnp.concatenate([x1, x2], -1), 2))
 
   def test_bad_groups(self):
     with pytest.raises(ValueError, match="groups=5"):
@@ -54,21 +51,17 @@ class TestChannelShuffle:
 
 
 class TestPointwiseConv:
-
   def test_same_params_and_output_as_nn_conv(self):
     import flax.linen as nn
-    from jaxmutate.ops._common import PointwiseConv
+
+    from jaxmutate.ops import PointwiseConv
 
     x = x_of((2, 5, 4, 3))
     ours, ref = PointwiseConv(features=6), nn.Conv(6, (1, 1), use_bias=False)
     variables = ours.init(jax.random.key(3), x)
     ref_variables = ref.init(jax.random.key(3), x)
-    np.testing.assert_array_equal(
-        variables["params"]["kernel"], ref_variables["params"]["kernel"]
-    )
-    np.testing.assert_allclose(
-        ours.apply(variables, x), ref.apply(variables, x), rtol=1e-5, atol=1e-6
-    )
+    np.testing.assert_array_equal(variables["params"]["kernel"], ref_variables["params"]["kernel"])
+    np.testing.assert_allclose(ours.apply(variables, x), ref.apply(variables, x), rtol=1e-5, atol=1e-6)
     loss = lambda f: lambda v, x: jnp.sum(jnp.sin(f.apply(v, x)))
     ours_grads = jax.grad(loss(ours), (0, 1))(variables, x)
     ref_grads = jax.grad(loss(ref), (0, 1))(variables, x)
@@ -77,7 +70,6 @@ class TestPointwiseConv:
 
 
 class TestShuffleNet:
-
   @pytest.mark.parametrize("kernel_size", [3, 5, 7])
   def test_shuffle_block_stride1_structure(self, kernel_size):
     x = x_of((2, 8, 8, 16))
@@ -115,27 +107,23 @@ class TestShuffleNet:
     variables = shifted.init(jax.random.key(0), x)
 
     def loss(params, block):
-      y, _ = block.apply(
-          {**variables, "params": params}, x, train=True, mutable=["batch_stats"]
-      )
+      y, _ = block.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
       return jnp.sum(y**2)
 
-    both = jax.jit(
-        lambda p: [jax.value_and_grad(loss)(p, b) for b in (shifted, grouped)]
-    )
+    both = jax.jit(lambda p: [jax.value_and_grad(loss)(p, b) for b in (shifted, grouped)])
     (l1, g1), (l2, g2) = both(variables["params"])
     np.testing.assert_allclose(l1, l2, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
       np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
 
   @pytest.mark.parametrize(
-      "kwargs, match",
-      [
-          (dict(in_channels=16, out_channels=16, kernel_size=4), "kernel_size"),
-          (dict(in_channels=8, out_channels=16, kernel_size=3), "in_channels == out_channels"),
-          (dict(in_channels=8, out_channels=9, kernel_size=3, stride=2), "even"),
-          (dict(in_channels=8, out_channels=8, kernel_size=3, stride=3), "stride"),
-      ],
+    "kwargs, match",
+    [
+      (dict(in_channels=16, out_channels=16, kernel_size=4), "kernel_size"),
+      (dict(in_channels=8, out_channels=16, kernel_size=3), "in_channels == out_channels"),
+      (dict(in_channels=8, out_channels=9, kernel_size=3, stride=2), "even"),
+      (dict(in_channels=8, out_channels=8, kernel_size=3, stride=3), "stride"),
+    ],
   )
   def test_bad_config(self, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -147,7 +135,6 @@ class TestShuffleNet:
 
 
 class TestMobileNet:
-
   def test_residual_and_expansion(self):
     x = x_of((2, 8, 8, 8))
     block = ops.InvertedResidual(8, 8, 1, 6)
@@ -176,7 +163,6 @@ class TestMobileNet:
 
 
 class TestDarts:
-
   @pytest.mark.parametrize("pool_type", ["max", "avg"])
   def test_pool_bn(self, pool_type):
     x = jnp.arange(16.0).reshape(1, 4, 4, 1)
@@ -186,16 +172,14 @@ class TestDarts:
     # 4 valid pixels (0, 1, 4, 5); avg excludes the padding.
     corner = 5.0 if pool_type == "max" else 2.5
     np.testing.assert_allclose(y[0, 0, 0, 0], corner / np.sqrt(1 + 1e-5), rtol=1e-5)
-    assert ops.DartsPoolBN(pool_type, stride=2).init_with_output(
-        jax.random.key(0), x
-    )[0].shape == (1, 2, 2, 1)
+    assert ops.DartsPoolBN(pool_type, stride=2).init_with_output(jax.random.key(0), x)[0].shape == (1, 2, 2, 1)
 
   @pytest.mark.parametrize("kernel_size, stride", [(3, 1), (5, 2)])
   def test_dil_and_sep_conv_shapes(self, kernel_size, stride):
     x = x_of((2, 8, 8, 4))
     for op in (
-        ops.DartsDilConv(4, 6, kernel_size, stride),
-        ops.DartsSepConv(4, 6, kernel_size, stride),
+      ops.DartsDilConv(4, 6, kernel_size, stride),
+      ops.DartsSepConv(4, 6, kernel_size, stride),
     ):
       variables, y, updates = init_apply(op, x, train=True)
       assert y.shape == (2, 8 // stride, 8 // stride, 6)
@@ -207,9 +191,13 @@ class TestDarts:
     variables, y, _ = init_apply(op, x)
     p = variables["params"]
     h = jax.lax.conv_general_dilated(
-        jax.nn.relu(x), p["depthwise"]["kernel"], (1, 1), ((4, 4), (4, 4)),
-        rhs_dilation=(2, 2), dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=3,
+      jax.nn.relu(x),
+      p["depthwise"]["kernel"],
+      (1, 1),
+      ((4, 4), (4, 4)),
+      rhs_dilation=(2, 2),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      feature_group_count=3,
     )
     h = h @ p["pointwise"]["kernel"][0, 0]
     np.testing.assert_allclose(y, h / np.sqrt(1 + 1e-5), rtol=1e-4, atol=1e-5)
@@ -247,18 +235,18 @@ class TestDarts:
 
 
 @pytest.mark.parametrize(
-    "cfg, in_channels",
-    [
-        (dict(type="ShuffleBlock", in_channels=8, out_channels=8, kernel_size=3), 8),
-        (dict(type="ShuffleXception", in_channels=8, out_channels=8), 8),
-        (dict(type="InvertedResidual", in_channels=8, out_channels=8, expand_ratio=3), 8),
-        (dict(type="jaxmutate.DartsPoolBN", pool_type="avg", stride=1), 4),
-        (dict(type="DartsDilConv", in_channels=4, out_channels=4, kernel_size=3), 4),
-        (dict(type="DartsSepConv", in_channels=4, out_channels=4, kernel_size=3), 4),
-        (dict(type="DartsSkipConnect", in_channels=4, out_channels=4), 4),
-        (dict(type="DartsZero", in_channels=4, out_channels=4), 4),
-        (dict(type="Identity", in_channels=4, out_channels=4), 4),
-    ],
+  "cfg, in_channels",
+  [
+    (dict(type="ShuffleBlock", in_channels=8, out_channels=8, kernel_size=3), 8),
+    (dict(type="ShuffleXception", in_channels=8, out_channels=8), 8),
+    (dict(type="InvertedResidual", in_channels=8, out_channels=8, expand_ratio=3), 8),
+    (dict(type="jaxmutate.DartsPoolBN", pool_type="avg", stride=1), 4),
+    (dict(type="DartsDilConv", in_channels=4, out_channels=4, kernel_size=3), 4),
+    (dict(type="DartsSepConv", in_channels=4, out_channels=4, kernel_size=3), 4),
+    (dict(type="DartsSkipConnect", in_channels=4, out_channels=4), 4),
+    (dict(type="DartsZero", in_channels=4, out_channels=4), 4),
+    (dict(type="Identity", in_channels=4, out_channels=4), 4),
+  ],
 )
 def test_registered_and_trainable_under_jit(cfg, in_channels):
   block = MODELS.build(cfg)
@@ -268,9 +256,7 @@ def test_registered_and_trainable_under_jit(cfg, in_channels):
   @jax.jit
   def loss_and_grads(params):
     def loss(params):
-      y, _ = block.apply(
-          {**variables, "params": params}, x, train=True, mutable=["batch_stats"]
-      )
+      y, _ = block.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
       return jnp.mean(y**2)
 
     return jax.value_and_grad(loss)(params)
@@ -303,17 +289,15 @@ class RefConvBN(nn.Module):
     pad = self.kernel_size // 2
     channels = x.shape[-1]
     x = nn.Conv(
-        channels if self.depthwise else self.features,
-        (self.kernel_size, self.kernel_size),
-        strides=self.stride,
-        padding=((pad, pad), (pad, pad)),
-        feature_group_count=channels if self.depthwise else 1,
-        use_bias=False,
-        name="conv",
+      channels if self.depthwise else self.features,
+      (self.kernel_size, self.kernel_size),
+      strides=self.stride,
+      padding=((pad, pad), (pad, pad)),
+      feature_group_count=channels if self.depthwise else 1,
+      use_bias=False,
+      name="conv",
     )(x)
-    x = nn.BatchNorm(
-        use_running_average=not train, momentum=0.9, epsilon=1e-5, name="bn"
-    )(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="bn")(x)
     return _ACTS[self.act](x)
 
 
@@ -367,30 +351,25 @@ def _train_outputs(block, variables, x):
   weights = jax.random.normal(jax.random.key(7), block.apply(variables, x).shape)
 
   def loss(params, x):
-    y, updates = block.apply(
-        {**variables, "params": params}, x, train=True, mutable=["batch_stats"]
-    )
+    y, updates = block.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
     return jnp.sum(jnp.tanh(y) * weights), (y, updates["batch_stats"])
 
-  (_, (y, stats)), grads = jax.jit(
-      jax.value_and_grad(loss, (0, 1), has_aux=True)
-  )(variables["params"], x)
+  (_, (y, stats)), grads = jax.jit(jax.value_and_grad(loss, (0, 1), has_aux=True))(variables["params"], x)
   return y, stats, grads
 
 
 @pytest.mark.parametrize(
-    "ours, reference, in_channels",
-    [
-        (ops.ShuffleBlock(8, 8, 3, 1), RefShuffle(8, 3, 1), 8),
-        (ops.ShuffleBlock(8, 8, 7, 1), RefShuffle(8, 7, 1), 8),
-        (ops.ShuffleBlock(4, 8, 5, 2), RefShuffle(8, 5, 2), 4),
-        (ops.ShuffleXception(8, 8, 1), RefShuffle(8, 3, 1, True), 8),
-        (ops.ShuffleXception(4, 8, 2), RefShuffle(8, 3, 2, True), 4),
-        (ops.InvertedResidual(8, 8, 1, 3), RefInvertedResidual(8, 8, 1, 3), 8),
-        (ops.InvertedResidual(8, 12, 2, 1, 5), RefInvertedResidual(8, 12, 2, 1, 5), 8),
-    ],
-    ids=["shuffle3", "shuffle7", "shuffle5-s2", "xception", "xception-s2",
-         "mbv2", "mbv2-s2-k5"],
+  "ours, reference, in_channels",
+  [
+    (ops.ShuffleBlock(8, 8, 3, 1), RefShuffle(8, 3, 1), 8),
+    (ops.ShuffleBlock(8, 8, 7, 1), RefShuffle(8, 7, 1), 8),
+    (ops.ShuffleBlock(4, 8, 5, 2), RefShuffle(8, 5, 2), 4),
+    (ops.ShuffleXception(8, 8, 1), RefShuffle(8, 3, 1, True), 8),
+    (ops.ShuffleXception(4, 8, 2), RefShuffle(8, 3, 2, True), 4),
+    (ops.InvertedResidual(8, 8, 1, 3), RefInvertedResidual(8, 8, 1, 3), 8),
+    (ops.InvertedResidual(8, 12, 2, 1, 5), RefInvertedResidual(8, 12, 2, 1, 5), 8),
+  ],
+  ids=["shuffle3", "shuffle7", "shuffle5-s2", "xception", "xception-s2", "mbv2", "mbv2-s2-k5"],
 )
 def test_block_matches_plain_flax_reference_in_train_mode(ours, reference, in_channels):
   x = 2.0 * x_of((4, 8, 8, in_channels), 3) + 0.5
@@ -398,16 +377,12 @@ def test_block_matches_plain_flax_reference_in_train_mode(ours, reference, in_ch
   ref_variables = reference.init(jax.random.key(1), x)
   assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, ref_variables)
   # Non-trivial BN parameters and running statistics.
-  variables = jax.tree.map(
-      lambda a: a + 0.1 * jax.random.normal(jax.random.key(a.size), a.shape), variables
-  )
+  variables = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.key(a.size), a.shape), variables)
   got, want = _train_outputs(ours, variables, x), _train_outputs(reference, variables, x)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-4)
   # Eval mode (running statistics) too.
-  np.testing.assert_allclose(
-      ours.apply(variables, x), reference.apply(variables, x), rtol=2e-4, atol=2e-4
-  )
+  np.testing.assert_allclose(ours.apply(variables, x), reference.apply(variables, x), rtol=2e-4, atol=2e-4)
 
 
 def test_block_second_order_gradients_match_reference():
@@ -419,14 +394,12 @@ def test_block_second_order_gradients_match_reference():
 
   def outer(block):
     def inner(params, x):
-      y, _ = block.apply(
-          {**variables, "params": params}, x, train=True, mutable=["batch_stats"]
-      )
+      y, _ = block.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
       return jnp.sum(jnp.sin(y))
 
-    return jax.jit(jax.grad(lambda x: sum(
-        jnp.sum(g ** 2) for g in jax.tree.leaves(jax.grad(inner)(variables["params"], x))
-    )))(x)
+    return jax.jit(
+      jax.grad(lambda x: sum(jnp.sum(g**2) for g in jax.tree.leaves(jax.grad(inner)(variables["params"], x))))
+    )(x)
 
   np.testing.assert_allclose(outer(ours), outer(reference), rtol=1e-3, atol=1e-4)
 
@@ -441,6 +414,4 @@ def test_inference_mode_supports_forward_mode_ad():
   _, tangent = jax.jvp(f, (x,), (jnp.ones_like(x),))
   want = jax.vjp(f, x)[1]  # the same linear map, via reverse mode
   probe = jax.random.normal(jax.random.key(1), tangent.shape)
-  np.testing.assert_allclose(
-      jnp.vdot(tangent, probe), jnp.vdot(jnp.ones_like(x), want(probe)[0]), rtol=1e-4
-  )
+  np.testing.assert_allclose(jnp.vdot(tangent, probe), jnp.vdot(jnp.ones_like(x), want(probe)[0]), rtol=1e-4)

@@ -12,10 +12,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from jaxmutate.ops import DepthwiseConv
-from jaxmutate.ops import default_implementation
-from jaxmutate.ops import depthwise_conv
-from jaxmutate.ops import _depthwise
+from jaxmutate.ops import DepthwiseConv, _depthwise, default_implementation, depthwise_conv
 from jaxmutate.registry import MODELS
 
 TOL = dict(rtol=1e-4, atol=2e-4)
@@ -28,13 +25,13 @@ def lax_depthwise(x, kernel, stride=1, dilation=1, padding="SAME"):
   stride = (stride, stride) if isinstance(stride, int) else stride
   dilation = (dilation, dilation) if isinstance(dilation, int) else dilation
   return lax.conv_general_dilated(
-      x,
-      kernel[:, :, None, :],
-      window_strides=stride,
-      padding=padding,
-      rhs_dilation=dilation,
-      dimension_numbers=("NHWC", "HWIO", "NHWC"),
-      feature_group_count=x.shape[-1],
+    x,
+    kernel[:, :, None, :],
+    window_strides=stride,
+    padding=padding,
+    rhs_dilation=dilation,
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    feature_group_count=x.shape[-1],
   )
 
 
@@ -66,7 +63,6 @@ def assert_all_close(actual, expected):
 
 
 class TestNumerics(chex.TestCase):
-
   @chex.variants(with_jit=True, without_jit=True)
   def test_matches_lax_with_and_without_jit(self):
     # Op-by-op dispatch of k² slices is slow: one config here, every kernel
@@ -80,18 +76,16 @@ def check_configs(variant, configs):
     kernel = make_inputs(k, (1, 1, 1, 3), k)[1]
 
     def ours(x, kernel, stride=stride, dilation=dilation):
-      return depthwise_conv(
-          x, kernel, stride=stride, dilation=dilation, implementation="shifted"
-      )
+      return depthwise_conv(x, kernel, stride=stride, dilation=dilation, implementation="shifted")
 
     def ref(x, kernel, stride=stride, dilation=dilation):
       return lax_depthwise(x, kernel, stride, dilation)
 
     actual, expected = variant(
-        lambda x, kernel, ours=ours, ref=ref: (
-            value_and_grads(ours, x, kernel),
-            value_and_grads(ref, x, kernel),
-        )
+      lambda x, kernel, ours=ours, ref=ref: (
+        value_and_grads(ours, x, kernel),
+        value_and_grads(ref, x, kernel),
+      )
     )(x, kernel)
     assert_all_close(actual, expected)
 
@@ -102,7 +96,6 @@ def test_matches_lax_for_every_config():
 
 
 class TestMoreNumerics(chex.TestCase):
-
   @chex.variants(with_jit=True, without_jit=True)
   def test_padding_modes_and_bias(self):
     x, kernel = make_inputs(1, (2, 9, 8, 4), (5, 3))
@@ -112,18 +105,16 @@ class TestMoreNumerics(chex.TestCase):
       if isinstance(padding, tuple) and isinstance(padding[0], int):
         expected_pad = ((padding[0],) * 2, (padding[1],) * 2)
       actual = self.variant(
-          lambda x, k, b, padding=padding: depthwise_conv(
-              x, k, stride=(2, 1), padding=padding, bias=b, implementation="shifted"
-          )
+        lambda x, k, b, padding=padding: depthwise_conv(
+          x, k, stride=(2, 1), padding=padding, bias=b, implementation="shifted"
+        )
       )(x, kernel, bias)
       expected = lax_depthwise(x, kernel, (2, 1), 1, expected_pad) + bias.reshape(1, 1, 1, 4)
       np.testing.assert_allclose(actual, expected, **TOL)
 
   def test_flax_hwio_kernel_layout_is_accepted(self):
     x, kernel = make_inputs(2, (1, 6, 6, 3), 3)
-    np.testing.assert_allclose(
-        depthwise_conv(x, kernel[:, :, None, :]), depthwise_conv(x, kernel), **TOL
-    )
+    np.testing.assert_allclose(depthwise_conv(x, kernel[:, :, None, :]), depthwise_conv(x, kernel), **TOL)
 
   def test_kernel_grad_chunked_over_the_batch(self):
     # Tiny chunks force the lax.scan path of the kernel gradient.
@@ -132,11 +123,11 @@ class TestMoreNumerics(chex.TestCase):
     _depthwise._KERNEL_GRAD_CHUNK_BYTES = 2 * (9 * 9 + 4 * 4) * 2 * 4
     try:
       ours = jax.jit(
-          lambda x, k: value_and_grads(
-              lambda x, k: depthwise_conv(x, k, stride=2, implementation="shifted"),
-              x,
-              k,
-          )
+        lambda x, k: value_and_grads(
+          lambda x, k: depthwise_conv(x, k, stride=2, implementation="shifted"),
+          x,
+          k,
+        )
       )(x, kernel)
     finally:
       _depthwise._KERNEL_GRAD_CHUNK_BYTES = old
@@ -153,26 +144,20 @@ class TestMoreNumerics(chex.TestCase):
     try:
       for stride, dilation in (((1, 1), (1, 1)), ((2, 1), (1, 2))):
         ours = jax.jit(
-            lambda x, k, s=stride, d=dilation: value_and_grads(
-                lambda x, k: depthwise_conv(
-                    x, k, stride=s, dilation=d, implementation="shifted"
-                ),
-                x,
-                k,
-            )
+          lambda x, k, s=stride, d=dilation: value_and_grads(
+            lambda x, k: depthwise_conv(x, k, stride=s, dilation=d, implementation="shifted"),
+            x,
+            k,
+          )
         )(x, kernel)
-        ref = value_and_grads(
-            lambda x, k, s=stride, d=dilation: lax_depthwise(x, k, s, d), x, kernel
-        )
+        ref = value_and_grads(lambda x, k, s=stride, d=dilation: lax_depthwise(x, k, s, d), x, kernel)
         assert_all_close(ours, ref)
       tx, tk = make_inputs(9, (4, 11, 10, 3), (3, 5))
       results = {}
       for impl in ("shifted", "xla"):
         grad_fn = jax.grad(
-            lambda x, k, impl=impl: jnp.sum(
-                jnp.tanh(depthwise_conv(x, k, stride=2, implementation=impl))
-            ),
-            argnums=(0, 1),
+          lambda x, k, impl=impl: jnp.sum(jnp.tanh(depthwise_conv(x, k, stride=2, implementation=impl))),
+          argnums=(0, 1),
         )
         _, hvp = jax.jit(lambda x, k: jax.jvp(grad_fn, (x, k), (tx, tk)))(x, kernel)
         results[impl] = hvp
@@ -189,19 +174,13 @@ class TestMoreNumerics(chex.TestCase):
 
     ours = lambda x, k: depthwise_conv(x, k, stride=2, implementation="shifted")
     ref = lambda x, k: lax_depthwise(x, k, 2)
-    np.testing.assert_allclose(
-        jax.vmap(ours)(x, kernels), jax.vmap(ref)(x, kernels), **TOL
-    )
+    np.testing.assert_allclose(jax.vmap(ours)(x, kernels), jax.vmap(ref)(x, kernels), **TOL)
     grads = lambda fn: jax.vmap(jax.grad(loss(fn), (0, 1)))
-    actual, expected = jax.jit(lambda x, k: (grads(ours)(x, k), grads(ref)(x, k)))(
-        x, kernels
-    )
+    actual, expected = jax.jit(lambda x, k: (grads(ours)(x, k), grads(ref)(x, k)))(x, kernels)
     assert_all_close(actual, expected)
     # Per-example kernel gradients (vmap over the batch, kernel shared).
     per_example = lambda fn: jax.vmap(jax.grad(loss(fn), 1), (0, None))
-    actual, expected = jax.jit(
-        lambda x, k: (per_example(ours)(x, k), per_example(ref)(x, k))
-    )(x[:, :1], kernel)
+    actual, expected = jax.jit(lambda x, k: (per_example(ours)(x, k), per_example(ref)(x, k)))(x[:, :1], kernel)
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-3)
 
   def test_second_order_jvp_of_grad_and_grad_of_grad(self):
@@ -209,38 +188,32 @@ class TestMoreNumerics(chex.TestCase):
     tx, tk = make_inputs(7, (2, 7, 7, 2), 3)
 
     def loss(impl):
-      return lambda x, k: jnp.sum(
-          jnp.tanh(depthwise_conv(x, k, stride=2, dilation=2, implementation=impl))
-      )
+      return lambda x, k: jnp.sum(jnp.tanh(depthwise_conv(x, k, stride=2, dilation=2, implementation=impl)))
 
     results = {}
     for impl in ("shifted", "xla"):
       grad_fn = jax.grad(loss(impl), argnums=(0, 1))
       _, hvp = jax.jit(lambda x, k: jax.jvp(grad_fn, (x, k), (tx, tk)))(x, kernel)
-      gg = jax.grad(lambda x, k: jnp.sum(grad_fn(x, k)[1] ** 2), argnums=(0, 1))(
-          x, kernel
-      )
+      gg = jax.grad(lambda x, k: jnp.sum(grad_fn(x, k)[1] ** 2), argnums=(0, 1))(x, kernel)
       results[impl] = (*hvp, *gg)
     assert_all_close(results["shifted"], results["xla"])
 
   def test_default_implementation_is_shifted_on_cpu(self):
-    assert default_implementation() == (
-        "shifted" if jax.default_backend() == "cpu" else "xla"
-    )
+    assert default_implementation() == ("shifted" if jax.default_backend() == "cpu" else "xla")
 
 
 @pytest.mark.slow
 @hypothesis.settings(max_examples=12, deadline=None, derandomize=True)
 @hypothesis.given(
-    n=st.integers(1, 3),
-    h=st.integers(1, 9),
-    w=st.integers(1, 9),
-    c=st.integers(1, 4),
-    kh=st.sampled_from([1, 3, 5]),
-    kw=st.sampled_from([1, 3, 5]),
-    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
-    dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
-    padding=st.sampled_from(["SAME", "VALID", 0, 1, 2]),
+  n=st.integers(1, 3),
+  h=st.integers(1, 9),
+  w=st.integers(1, 9),
+  c=st.integers(1, 4),
+  kh=st.sampled_from([1, 3, 5]),
+  kw=st.sampled_from([1, 3, 5]),
+  stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+  dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+  padding=st.sampled_from(["SAME", "VALID", 0, 1, 2]),
 )
 def test_hypothesis_matches_lax(n, h, w, c, kh, kw, stride, dilation, padding):
   if padding == "VALID" or isinstance(padding, int):
@@ -252,10 +225,8 @@ def test_hypothesis_matches_lax(n, h, w, c, kh, kw, stride, dilation, padding):
 
   def both(x, k):  # one compile for both sides
     return [
-        value_and_grads(
-            lambda x, k: depthwise_conv(x, k, implementation=impl, **kwargs), x, k
-        )
-        for impl in ("shifted", "xla")
+      value_and_grads(lambda x, k: depthwise_conv(x, k, implementation=impl, **kwargs), x, k)
+      for impl in ("shifted", "xla")
     ]
 
   ours, ref = jax.jit(both)(x, kernel)
@@ -263,7 +234,6 @@ def test_hypothesis_matches_lax(n, h, w, c, kh, kw, stride, dilation, padding):
 
 
 class TestModule:
-
   def test_params_and_output_match_nn_conv_grouped(self):
     x, _ = make_inputs(8, (2, 8, 8, 4), 3)
     conv = DepthwiseConv(kernel_size=5, strides=2, use_bias=True)
@@ -271,12 +241,8 @@ class TestModule:
     variables = ref.init(jax.random.key(0), x)
     ours_vars = conv.init(jax.random.key(0), x)
     chex.assert_trees_all_equal_shapes(ours_vars, variables)
-    variables = jax.tree.map(
-        lambda v: v + jax.random.normal(jax.random.key(1), v.shape), variables
-    )
-    np.testing.assert_allclose(
-        conv.apply(variables, x), ref.apply(variables, x), **TOL
-    )
+    variables = jax.tree.map(lambda v: v + jax.random.normal(jax.random.key(1), v.shape), variables)
+    np.testing.assert_allclose(conv.apply(variables, x), ref.apply(variables, x), **TOL)
 
   def test_registered_and_buildable(self):
     conv = MODELS.build(dict(type="DepthwiseConv", kernel_size=3, dilation=2))
@@ -296,25 +262,25 @@ class TestErrors:
   kernel = jnp.ones((3, 3, 3))
 
   @pytest.mark.parametrize(
-      "kwargs, match",
-      [
-          (dict(kernel=jnp.ones((4, 4, 3))), "kernel sizes must be odd"),
-          (dict(kernel=jnp.ones((3, 3, 6))), "channel multiplier 2"),
-          (dict(kernel=jnp.ones((3, 3, 1, 6))), "channel multiplier 2"),
-          (dict(kernel=jnp.ones((3, 3, 2, 3))), "I == 1"),
-          (dict(kernel=jnp.ones((3, 3, 4))), r"kernel.shape\[-1\]=4"),
-          (dict(kernel=jnp.ones((3, 3))), "kernel must have shape"),
-          (dict(x=jnp.ones((8, 8, 3))), "x must be NHWC"),
-          (dict(padding="FULL"), "padding must be"),
-          (dict(padding=-1), "padding must be"),
-          (dict(padding=(1, 2, 3)), "padding must be"),
-          (dict(implementation="cudnn"), "implementation must be one of"),
-          (dict(stride=0), "stride must be >= 1"),
-          (dict(stride=(1, 0)), "stride must be >= 1"),
-          (dict(dilation=0), "dilation must be >= 1"),
-          (dict(bias=jnp.ones(4)), "bias must have shape"),
-          (dict(x=jnp.ones((1, 2, 2, 3)), padding="VALID"), "smaller than"),
-      ],
+    "kwargs, match",
+    [
+      (dict(kernel=jnp.ones((4, 4, 3))), "kernel sizes must be odd"),
+      (dict(kernel=jnp.ones((3, 3, 6))), "channel multiplier 2"),
+      (dict(kernel=jnp.ones((3, 3, 1, 6))), "channel multiplier 2"),
+      (dict(kernel=jnp.ones((3, 3, 2, 3))), "I == 1"),
+      (dict(kernel=jnp.ones((3, 3, 4))), r"kernel.shape\[-1\]=4"),
+      (dict(kernel=jnp.ones((3, 3))), "kernel must have shape"),
+      (dict(x=jnp.ones((8, 8, 3))), "x must be NHWC"),
+      (dict(padding="FULL"), "padding must be"),
+      (dict(padding=-1), "padding must be"),
+      (dict(padding=(1, 2, 3)), "padding must be"),
+      (dict(implementation="cudnn"), "implementation must be one of"),
+      (dict(stride=0), "stride must be >= 1"),
+      (dict(stride=(1, 0)), "stride must be >= 1"),
+      (dict(dilation=0), "dilation must be >= 1"),
+      (dict(bias=jnp.ones(4)), "bias must have shape"),
+      (dict(x=jnp.ones((1, 2, 2, 3)), padding="VALID"), "smaller than"),
+    ],
   )
   def test_value_errors(self, kwargs, match):
     args = dict(x=self.x, kernel=self.kernel)

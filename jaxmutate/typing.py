@@ -1,4 +1,13 @@
-"""Type aliases used across jaxmutate."""
+"""Type aliases used across jaxmutate, for annotating code that uses it.
+
+Example:
+  >>> import jax.numpy as jnp
+  >>> from jaxmutate.typing import Choices, GroupChoices
+  >>> def first_group(group_choices: GroupChoices) -> Choices:
+  ...   return {"layer0": group_choices[0]}
+  >>> first_group({0: jnp.int32(2)})
+  {'layer0': Array(2, dtype=int32)}
+"""
 
 from typing import Any
 

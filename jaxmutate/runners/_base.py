@@ -1,4 +1,4 @@
-"""What the command line expects of a search algorithm."""
+"""What the command line expects of a search runner: a ``run`` method that returns a ``SearchResult``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class SearchResult(NamedTuple):
       timings); the CLI adds the wall time and writes ``summary.json``.
 
   Example:
-    >>> from jaxmutate.algorithms import SearchResult
+    >>> from jaxmutate.runners import SearchResult
     >>> result = SearchResult({"layers.0": {"chosen": "conv3"}}, {"best_val_accuracy": 0.9})
     >>> result.fix_subnet["layers.0"]["chosen"], result.summary["best_val_accuracy"]
     ('conv3', 0.9)
@@ -35,7 +35,7 @@ class SearchAlgorithm(Protocol):
 
   Example:
     >>> import jaxmutate as jm
-    >>> from jaxmutate.algorithms import SearchAlgorithm
+    >>> from jaxmutate.runners import SearchAlgorithm
     >>> spos = jm.build(dict(type="SPOS", architecture=dict(type="SearchableMLP", width=4, num_layers=1),
     ...                      mutator=dict(type="OneShotModuleMutator")))
     >>> isinstance(spos, SearchAlgorithm), isinstance(object(), SearchAlgorithm)

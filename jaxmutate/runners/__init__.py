@@ -1,0 +1,36 @@
+"""Search runners: the application around the pure steps of :mod:`jaxmutate.algorithms`.
+
+A runner is built from a config's ``model`` dict (``dict(type="SPOS", ...)``
+through :data:`jaxmutate.MODELS`) and its ``run(config, work_dir, seed,
+progress)`` does a whole search: it loads the data, runs the training loops
+with progress bars, times the phases, writes extra files and plots, and
+returns a :class:`SearchResult` that ``jaxmutate search`` writes out.
+
+Layout: ``_base`` (:class:`SearchResult`, the :class:`SearchAlgorithm`
+protocol), ``_loop`` (:func:`train_loop`, the one supervised training loop),
+``spos`` (:class:`SPOS`, supernet training and subnet retraining), ``darts``
+(:class:`DARTS`, the search loop and the derived network's retraining) and
+``plots`` (:func:`plot_arch_weights`).
+"""
+
+from jaxmutate.runners._base import SearchAlgorithm as SearchAlgorithm
+from jaxmutate.runners._base import SearchResult as SearchResult
+from jaxmutate.runners._loop import train_loop as train_loop
+from jaxmutate.runners.darts import DARTS as DARTS
+from jaxmutate.runners.darts import retrain_derived_network as retrain_derived_network
+from jaxmutate.runners.plots import plot_arch_weights as plot_arch_weights
+from jaxmutate.runners.spos import SPOS as SPOS
+from jaxmutate.runners.spos import retrain_subnet as retrain_subnet
+from jaxmutate.runners.spos import train_supernet as train_supernet
+
+__all__ = [
+  "DARTS",
+  "plot_arch_weights",
+  "retrain_derived_network",
+  "retrain_subnet",
+  "SearchAlgorithm",
+  "SearchResult",
+  "SPOS",
+  "train_loop",
+  "train_supernet",
+]

@@ -1,0 +1,392 @@
+"""The DARTS runner: search on the digits, write the architecture weights, derive and retrain the network.
+
+The steps it runs are the pure functions of :mod:`jaxmutate.algorithms`
+(:func:`~jaxmutate.algorithms.make_darts_steps`,
+:func:`~jaxmutate.algorithms.derive_group_choices`, ...); this module adds
+the data, the search loop, the timings, the files and the plot.
+
+References:
+  Liu et al., DARTS: Differentiable Architecture Search, ICLR 2019,
+  https://arxiv.org/abs/1806.09055.
+  Dong & Yang, Searching for a Robust Neural Architecture in Four GPU Hours
+  (GDAS), CVPR 2019, https://arxiv.org/abs/1910.04465.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmutate.algorithms import (
+  TrainState,
+  accuracy,
+  arch_weights_table,
+  derive_group_choices,
+  init_darts_state,
+  make_darts_steps,
+  make_fixed_subnet_train_step,
+  make_weight_optimizer,
+  recalibrate_batch_stats,
+  uses_temperature,
+)
+from jaxmutate.data import Dataset, iterate_batches, load_digits
+from jaxmutate.errors import ConfigError, ConfigTypeError
+from jaxmutate.models import DartsBackbone, DartsDiscreteNetwork, derive_discrete_network, discrete_network_variables
+from jaxmutate.mutables import GUMBEL_RNG, gumbel_temperature_schedule
+from jaxmutate.mutators import DiffModuleMutator
+from jaxmutate.registry import MODELS, build
+from jaxmutate.runners._base import SearchResult
+from jaxmutate.runners._loop import train_loop
+from jaxmutate.runners.plots import plot_arch_weights
+from jaxmutate.typing import PRNGKey
+
+
+@MODELS.register_module()
+class DARTS:
+  """The DARTS search runner the CLI builds from ``model = dict(type="DARTS", ...)``.
+
+  Args:
+    architecture: the supernet (a built module or a config dict), e.g.
+      ``dict(type="DartsBackbone", num_classes=10, ...)``; it must return
+      class logits.
+    mutator: a ``DiffModuleMutator`` (or its config dict); default one.
+    unroll: exact second-order architecture gradient (MMRazor's ``unroll``).
+    unroll_lr: ``ξ``; ``None`` uses the weight optimiser's learning rate
+      (when it is a number), else 0.025.
+    exclude_zero: never derive the ``zero`` op for an edge (DARTS paper).
+
+  Raises:
+    ConfigTypeError: (a ``TypeError``) ``architecture`` is not a Flax module
+      or ``mutator`` not a ``DiffModuleMutator``.
+    ConfigError: (a ``ValueError``) ``unroll_lr`` < 0.
+
+  Example:
+    >>> import jaxmutate as jm
+    >>> algo = jm.build(dict(type="DARTS", architecture=dict(type="DartsBackbone", num_classes=10),
+    ...                      mutator=dict(type="DiffModuleMutator"), unroll=True))
+    >>> type(algo).__name__, algo.unroll
+    ('DARTS', True)
+  """
+
+  def __init__(
+    self,
+    architecture: nn.Module | Mapping[str, Any],
+    mutator: DiffModuleMutator | Mapping[str, Any] | None = None,
+    unroll: bool = False,
+    unroll_lr: float | None = None,
+    exclude_zero: bool = True,
+  ):
+    if isinstance(architecture, Mapping):
+      architecture = build(architecture)
+    if not isinstance(architecture, nn.Module):
+      raise ConfigTypeError(f"DARTS architecture must be a Flax module or its config dict, got {architecture!r}.")
+    if mutator is None:
+      mutator = DiffModuleMutator()
+    elif isinstance(mutator, Mapping):
+      mutator = build(mutator)
+    if not isinstance(mutator, DiffModuleMutator):
+      raise ConfigTypeError(f"DARTS mutator must be a DiffModuleMutator (or its config), got {type(mutator).__name__}.")
+    if unroll_lr is not None and not unroll_lr >= 0:
+      raise ConfigError(f"DARTS unroll_lr must be >= 0, got {unroll_lr!r}.")
+    self.architecture = architecture
+    self.mutator = mutator
+    self.unroll = bool(unroll)
+    self.unroll_lr = unroll_lr
+    self.exclude_zero = bool(exclude_zero)
+
+  def run(self, config: dict[str, Any], work_dir: Path, seed: int, progress: bool = True) -> SearchResult:
+    """Searches on the digits data, derives and (optionally) retrains the subnet.
+
+    Config keys (all optional but ``model``): ``data`` (``load_digits``
+    arguments), ``train_cfg`` (``epochs``, ``batch_size``, ``optimizer``: the
+    weight optimiser with ``weight_decay``/``clip_grad_norm``,
+    ``arch_optimizer``, ``tau_schedule``: arguments of
+    :func:`~jaxmutate.mutables.gumbel_temperature_schedule` without
+    ``transition_steps``, ``fast_compile``: XLA optimisation level 0, which
+    compiles the large supernet several times faster on CPU), ``retrain_cfg``
+    (``epochs``, ``optimizer``; ``epochs=0`` skips it).
+
+    Writes ``arch_weights.json`` (softmax weights per group per epoch) and,
+    with matplotlib, ``arch_weights.png`` into ``work_dir``. The summary holds
+    the supernet's validation accuracy, the derived network's accuracy with
+    the inherited weights (BatchNorm statistics re-estimated on 512 training
+    images) and after the retrain, parameter counts and timings.
+    """
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    data_cfg = dict(config.get("data", {}))
+    data_cfg.pop("type", None)
+    data = load_digits(**data_cfg)
+    train_cfg = dict(
+      epochs=10,
+      batch_size=64,
+      optimizer=dict(type="sgd", learning_rate=0.05, momentum=0.9, weight_decay=3e-4, clip_grad_norm=5.0),
+      arch_optimizer=dict(type="adam", learning_rate=3e-3, b1=0.5, b2=0.999, weight_decay=1e-3),
+      tau_schedule=dict(init_value=10.0, end_value=0.1),
+      fast_compile=True,
+    )
+    train_cfg.update(config.get("train_cfg", {}))
+    retrain_cfg = dict(
+      epochs=0, batch_size=train_cfg["batch_size"], optimizer=dict(type="sgd", learning_rate=0.05, momentum=0.9)
+    )
+    retrain_cfg.update(config.get("retrain_cfg", {}))
+    epochs, batch_size = int(train_cfg["epochs"]), int(train_cfg["batch_size"])
+    if epochs < 1 or batch_size < 1:
+      raise ConfigError(f"train_cfg epochs and batch_size must be >= 1, got epochs={epochs}, batch_size={batch_size}.")
+    compiler_options = {"xla_backend_optimization_level": 0} if train_cfg["fast_compile"] else None
+
+    weight_optimizer = make_weight_optimizer(train_cfg["optimizer"])
+    arch_optimizer = make_weight_optimizer(train_cfg["arch_optimizer"])
+    unroll_lr = self.unroll_lr
+    if unroll_lr is None:
+      lr = train_cfg["optimizer"].get("learning_rate") if isinstance(train_cfg["optimizer"], Mapping) else None
+      unroll_lr = float(lr) if isinstance(lr, (int, float)) else 0.025
+    unroll_wd = (
+      float(train_cfg["optimizer"].get("weight_decay", 0.0)) if isinstance(train_cfg["optimizer"], Mapping) else 0.0
+    )
+
+    key = jax.random.key(seed)
+    init_key, train_key, val_key, step_key, retrain_key = jax.random.split(key, 5)
+    model = self.architecture
+    sample = jnp.asarray(data.train.images[:batch_size])
+    start = time.perf_counter()
+    state, mutator, variables = init_darts_state(
+      model, self.mutator, weight_optimizer, arch_optimizer, init_key, sample, compiler_options
+    )
+    timings["init_s"] = time.perf_counter() - start
+    out_shape = jax.eval_shape(
+      lambda: model.apply(variables, sample[:2], mutator.set_choices(state.arch_params), rngs={GUMBEL_RNG: init_key})
+    )
+    if getattr(out_shape, "shape", None) != (2, data.num_classes):
+      raise ConfigError(
+        f"DARTS needs an architecture that outputs class logits of shape (batch, {data.num_classes}); got "
+        f"{getattr(out_shape, 'shape', out_shape)} (set num_classes={data.num_classes} on the backbone)."
+      )
+    steps = make_darts_steps(
+      model,
+      mutator,
+      weight_optimizer,
+      arch_optimizer,
+      unroll=self.unroll,
+      unroll_lr=unroll_lr,
+      unroll_weight_decay=unroll_wd,
+      compiler_options=compiler_options,
+    )
+    steps_per_epoch = len(data.train) // batch_size
+    total_steps = epochs * steps_per_epoch
+    with_tau = uses_temperature(mutator)
+    tau_schedule = (
+      gumbel_temperature_schedule(transition_steps=max(total_steps, 1), **train_cfg["tau_schedule"])
+      if with_tau
+      else None
+    )
+
+    log: dict[str, Any] = {
+      "choice_names": {mutator.group_key(g): list(mutator.group_spec(g).choice_names) for g in mutator.search_groups},
+      "history": [{"epoch": 0, "step": 0, "weights": arch_weights_table(mutator, state.arch_params)}],
+    }
+    step_times: list[float] = []
+    epoch_metrics: list[dict[str, float]] = []
+    bar = None
+    if progress:
+      from tqdm.auto import tqdm
+
+      bar = tqdm(total=total_steps, desc="DARTS search" + (" (2nd order)" if self.unroll else ""), unit="step")
+    val_keys = iter(jax.random.split(val_key, 10 * epochs + 10))
+    val_batches = iterate_batches(next(val_keys), data.val, batch_size)
+    search_start = time.perf_counter()
+    for epoch in range(epochs):
+      sums: dict[str, float] = {}
+      for images, labels in iterate_batches(jax.random.fold_in(train_key, epoch), data.train, batch_size):
+        try:
+          val_batch = next(val_batches)
+        except StopIteration:
+          val_batches = iterate_batches(next(val_keys), data.val, batch_size)
+          val_batch = next(val_batches)
+        tau = float(tau_schedule(int(state.step))) if with_tau else None
+        start = time.perf_counter()
+        state, metrics = steps.search_step(
+          state,
+          (jnp.asarray(images), jnp.asarray(labels)),
+          (jnp.asarray(val_batch[0]), jnp.asarray(val_batch[1])),
+          jax.random.fold_in(step_key, int(state.step)),
+          tau,
+        )
+        metrics = jax.device_get(metrics)
+        step_times.append(time.perf_counter() - start)
+        for name, value in metrics.items():
+          sums[name] = sums.get(name, 0.0) + float(value)
+        if bar is not None:
+          bar.update(1)
+          bar.set_postfix(
+            epoch=epoch + 1,
+            train_acc=f"{float(metrics['train_accuracy']):.2f}",
+            val_acc=f"{float(metrics['val_accuracy']):.2f}",
+          )
+      averages = {name: value / steps_per_epoch for name, value in sums.items()}
+      if with_tau:
+        averages["tau"] = float(tau_schedule(int(state.step)))
+      epoch_metrics.append(averages)
+      log["history"].append(
+        {
+          "epoch": epoch + 1,
+          "step": int(state.step),
+          "weights": arch_weights_table(mutator, state.arch_params),
+          **averages,
+        }
+      )
+    if bar is not None:
+      bar.close()
+    timings["search_s"] = time.perf_counter() - search_start
+    timings["first_step_s (compile)"] = step_times[0]
+    timings["median_step_s"] = float(np.median(step_times[1:])) if len(step_times) > 1 else step_times[0]
+
+    (work_dir / "arch_weights.json").write_text(json.dumps(log, indent=1))
+    plotted = plot_arch_weights(work_dir / "arch_weights.png", log)
+
+    # Supernet accuracy with its softmax mixtures, inference-mode BatchNorm.
+    val_images, val_labels = jnp.asarray(data.val.images), jnp.asarray(data.val.labels)
+    test_images, test_labels = jnp.asarray(data.test.images), jnp.asarray(data.test.labels)
+    extra = {"tau": jnp.float32(train_cfg["tau_schedule"].get("end_value", 1.0))} if with_tau else {}
+    supernet_logits = jax.jit(
+      lambda p, b, a, x: model.apply(
+        {"params": p, "batch_stats": b}, x, mutator.set_choices(a), train=False, rngs={GUMBEL_RNG: init_key}, **extra
+      ),
+      compiler_options=compiler_options,
+    )(state.params, state.batch_stats, state.arch_params, val_images)
+    supernet_val = float(accuracy(supernet_logits, val_labels))
+
+    group_choices = derive_group_choices(mutator, state.arch_params, ("zero",) if self.exclude_zero else ())
+    fix_subnet = mutator.export_fix_subnet(group_choices)
+    summary: dict[str, Any] = {
+      "algorithm": ("GDAS-style hard Gumbel" if with_tau else "DARTS")
+      + (" (second order, exact)" if self.unroll else " (first order)"),
+      "gumbel": with_tau,
+      "epochs": epochs,
+      "steps": int(state.step),
+      "num_search_groups": len(mutator.search_groups),
+      "supernet_val_accuracy": supernet_val,
+      "final_epoch": epoch_metrics[-1],
+      "arch_weights_plot": plotted,
+    }
+    if isinstance(model, DartsBackbone):
+      network = derive_discrete_network(model, fix_subnet)
+      sub_vars = discrete_network_variables(network, {"params": state.params, "batch_stats": state.batch_stats}, sample)
+      summary["derived_num_params"] = int(sum(np.size(x) for x in jax.tree.leaves(sub_vars["params"])))
+      summary["supernet_num_params"] = int(sum(np.size(x) for x in jax.tree.leaves(state.params)))
+      predict = jax.jit(lambda v, x: network.apply(v, x, train=False), compiler_options=compiler_options)
+      # The supernet's running BatchNorm statistics describe mixtures, not the
+      # discrete network: re-estimate them (exactly, on training images) first.
+      calibration = jnp.asarray(data.train.images[:512])
+      sub_vars["batch_stats"] = jax.jit(
+        lambda v, x: recalibrate_batch_stats(_WithChoices(**_fields(network)), v["params"], v["batch_stats"], {}, x),
+        compiler_options=compiler_options,
+      )(sub_vars, calibration)
+      summary["derived_val_accuracy_inherited"] = float(accuracy(predict(sub_vars, val_images), val_labels))
+      if int(retrain_cfg["epochs"]) > 0:
+        start = time.perf_counter()
+        sub_vars = retrain_derived_network(
+          network, sub_vars, data, retrain_cfg, retrain_key, progress, compiler_options
+        )
+        timings["retrain_s"] = time.perf_counter() - start
+        summary["retrain_epochs"] = int(retrain_cfg["epochs"])
+        summary["derived_val_accuracy_retrained"] = float(accuracy(predict(sub_vars, val_images), val_labels))
+        summary["derived_test_accuracy_retrained"] = float(accuracy(predict(sub_vars, test_images), test_labels))
+    summary["timings"] = {k: round(v, 4) for k, v in timings.items()}
+    return SearchResult(fix_subnet, summary)
+
+
+class _WithChoices(DartsDiscreteNetwork):
+  """The derived network with the supernet call signature ``(x, choices, train)``."""
+
+  def __call__(self, x: jax.Array, choices: Any = None, train: bool = False) -> jax.Array:  # type: ignore[override]
+    del choices
+    return super().__call__(x, train=train)
+
+
+def _fields(module: nn.Module) -> dict[str, Any]:
+  return {
+    f.name: getattr(module, f.name) for f in dataclasses.fields(module) if f.init and f.name not in ("parent", "name")
+  }
+
+
+def retrain_derived_network(
+  network: DartsDiscreteNetwork,
+  variables: Mapping[str, Any],
+  data: Dataset,
+  retrain_cfg: Mapping[str, Any],
+  key: PRNGKey,
+  progress: bool = False,
+  compiler_options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+  """Fine-tunes a derived DARTS network from its inherited weights on ``data.train``.
+
+  The step is :func:`~jaxmutate.algorithms.make_fixed_subnet_train_step` of
+  the network; it runs in the shared :func:`~jaxmutate.runners.train_loop`
+  (``keys="fold_in"``: epoch ``e`` shuffles with ``fold_in(key, e)``).
+
+  Args:
+    network: the derived network (:func:`~jaxmutate.models.derive_discrete_network`).
+    variables: its ``params`` and ``batch_stats`` (e.g. inherited with
+      :func:`~jaxmutate.models.discrete_network_variables`).
+    data: the data set.
+    retrain_cfg: ``epochs``, ``batch_size``, ``optimizer`` (with
+      ``weight_decay``/``clip_grad_norm``, see
+      :func:`~jaxmutate.algorithms.make_weight_optimizer`).
+    key: PRNG key of the shuffles.
+    progress: show a progress bar.
+    compiler_options: XLA options of the jitted step.
+
+  Returns:
+    The fine-tuned ``{"params": ..., "batch_stats": ...}``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> import jaxmutate as jm
+    >>> from jaxmutate.data import Dataset, Split
+    >>> from jaxmutate.runners.darts import retrain_derived_network
+    >>> net = jm.DartsBackbone(base_channels=2, num_layers=1, num_nodes=1, num_classes=2,
+    ...                        op_names=("zero", "skip_connect"))
+    >>> fix_subnet = {"reduce_n2": {"chosen": ["reduce_n2_p0", "reduce_n2_p1"]},
+    ...               "reduce_n2_p0": {"chosen": "skip_connect"}, "reduce_n2_p1": {"chosen": "zero"}}
+    >>> network = jm.models.derive_discrete_network(net, fix_subnet)
+    >>> split = Split(np.ones((8, 4, 4, 1), np.float32), np.arange(8, dtype=np.int32) % 2)
+    >>> variables = network.init(jax.random.key(0), split.images[:4])
+    >>> cfg = dict(epochs=1, batch_size=4, optimizer=dict(type="sgd", learning_rate=0.1))
+    >>> tuned = retrain_derived_network(network, variables, Dataset(split, split, split, 2), cfg, jax.random.key(1))
+    >>> bool((tuned["params"]["head"]["bias"] != variables["params"]["head"]["bias"]).any())
+    True
+  """
+  optimizer = make_weight_optimizer(retrain_cfg["optimizer"])
+  params, batch_stats = variables["params"], variables.get("batch_stats", {})
+  state = TrainState(params, batch_stats, optimizer.init(params), jnp.int32(0))
+  step = make_fixed_subnet_train_step(
+    _WithChoices(**_fields(network)), {}, optimizer, compiler_options=compiler_options
+  )
+  state, _ = train_loop(
+    lambda s, x, y, k: step(s, x, y),
+    state,
+    data.train,
+    int(retrain_cfg["epochs"]),
+    int(retrain_cfg["batch_size"]),
+    key,
+    keys="fold_in",
+    progress=progress,
+    desc="retrain derived network",
+  )
+  return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+MODELS.register_module(name="Darts", module=DARTS)
+
+__all__ = ["DARTS", "retrain_derived_network"]

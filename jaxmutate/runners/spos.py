@@ -1,0 +1,336 @@
+"""The SPOS runner: train a supernet, search it by evolution, export, optionally retrain.
+
+The steps it runs are the pure functions of :mod:`jaxmutate.algorithms`
+(:func:`~jaxmutate.algorithms.make_spos_train_step`,
+:func:`~jaxmutate.algorithms.make_population_scorer`, ...); this module adds
+the data, the training loops and the timings.
+
+References:
+  Guo et al., *Single Path One-Shot Neural Architecture Search with Uniform
+  Sampling*, ECCV 2020. https://arxiv.org/abs/1904.00420
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxmutate.algorithms import (
+  TrainState,
+  build_optimizer,
+  evaluate_accuracy,
+  init_train_state,
+  make_fixed_subnet_train_step,
+  make_population_scorer,
+  make_spos_train_step,
+)
+from jaxmutate.data import Dataset, Split, iterate_batches, load_digits
+from jaxmutate.errors import ConfigTypeError
+from jaxmutate.mutables import DiffMutableModule
+from jaxmutate.mutators import ModuleMutator
+from jaxmutate.registry import MODELS, build
+from jaxmutate.resources import build_resource_table, estimate_resources
+from jaxmutate.runners._base import SearchResult
+from jaxmutate.runners._loop import Batches, train_loop
+from jaxmutate.search import EvolutionResult, EvolutionSearchLoop
+from jaxmutate.typing import PRNGKey
+
+_LOGGED = ("loss", "accuracy")
+"""The per-epoch figures of the training logs in ``summary.json``, in their order there."""
+
+
+@MODELS.register_module()
+class SPOS:
+  """The SPOS algorithm: uniform single-path supernet training + evolution search.
+
+  Built from a config's ``model`` dict, e.g. ``dict(type="SPOS",
+  architecture=dict(type="SearchableShuffleNetV2", ...),
+  mutator=dict(type="OneShotModuleMutator"))``; :meth:`run` performs the whole
+  job the ``jaxmutate search`` command runs.
+
+  Attributes:
+    architecture: the supernet (a Flax module, or a config dict).
+    mutator: a one-shot or NAS mutator (or a config dict), unprepared.
+
+  Raises:
+    ConfigTypeError: (a ``TypeError``) the architecture is not a Flax module,
+      or the mutator is not a module mutator or manages differentiable
+      mutables only.
+
+  Example:
+    >>> import jaxmutate as jm
+    >>> spos = jm.build(dict(type="SPOS", architecture=dict(type="SearchableMLP"),
+    ...                      mutator=dict(type="OneShotModuleMutator")))
+    >>> type(spos.architecture).__name__
+    'SearchableMLP'
+  """
+
+  def __init__(self, architecture: nn.Module | Mapping[str, Any], mutator: ModuleMutator | Mapping[str, Any]):
+    self.architecture = build(architecture) if isinstance(architecture, Mapping) else architecture
+    self.mutator = build(mutator) if isinstance(mutator, Mapping) else mutator
+    if not isinstance(self.architecture, nn.Module):
+      raise ConfigTypeError(
+        f"SPOS: architecture must be a flax.linen.Module (or its config dict), got {type(self.architecture).__name__}."
+      )
+    managed = self.mutator.mutable_class_type if isinstance(self.mutator, ModuleMutator) else None
+    if managed is None or managed is DiffMutableModule:
+      raise ConfigTypeError(
+        f"SPOS: mutator should be a OneShotModuleMutator or NasMutator, got {type(self.mutator).__name__}."
+      )
+
+  def run(self, config: dict[str, Any], work_dir: Path, seed: int, progress: bool = True) -> SearchResult:
+    """Trains the supernet, searches, exports; optionally retrains the best subnet.
+
+    Config keys read (all optional but ``model``): ``data`` (``dict(seed=0)``
+    for the embedded digits), ``train_cfg`` (``epochs``, ``batch_size``,
+    ``optimizer``), ``search_cfg`` (:class:`EvolutionSearchLoop` settings plus
+    ``calibrate_sample_num``), ``retrain_cfg`` (``epochs``, ``optimizer``;
+    ``epochs=0`` skips it), ``num_random_baseline`` (random subnets rated as a
+    baseline).
+    """
+    work_dir = Path(work_dir)
+    timings: dict[str, float] = {}
+    data_cfg = dict(config.get("data", {}))
+    data_cfg.pop("type", None)
+    data = load_digits(**data_cfg)
+    train_cfg = dict(
+      epochs=30, batch_size=64, optimizer=dict(type="sgd", learning_rate=0.1, momentum=0.9, nesterov=True)
+    )
+    train_cfg.update(config.get("train_cfg", {}))
+    search_cfg = dict(config.get("search_cfg", {}))
+    search_cfg.pop("type", None)
+    calibrate_sample_num = int(search_cfg.pop("calibrate_sample_num", 512))
+    search_cfg.pop("score_key", None)
+    retrain_cfg = dict(epochs=0, batch_size=train_cfg["batch_size"], optimizer=train_cfg["optimizer"])
+    retrain_cfg.update(config.get("retrain_cfg", {}))
+    num_random = int(config.get("num_random_baseline", 20))
+
+    key = jax.random.key(seed)
+    init_key, train_key, search_key, baseline_key, retrain_key = jax.random.split(key, 5)
+    model = self.architecture
+    sample = jnp.asarray(data.train.images[: train_cfg["batch_size"]])
+    optimizer = build_optimizer(train_cfg["optimizer"])
+    state, variables = init_train_state(model, optimizer, init_key, sample)
+    mutator = self.mutator.prepare_from_supernet(variables)
+
+    start = time.perf_counter()
+    state, train_log = train_supernet(
+      model,
+      mutator,
+      optimizer,
+      state,
+      data.train,
+      train_cfg["epochs"],
+      train_cfg["batch_size"],
+      train_key,
+      progress,
+      iterate_batches,
+    )
+    timings["supernet_train_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    per_image = jnp.asarray(data.train.images[:1])
+    table = build_resource_table(model, variables, mutator, per_image)
+    timings["resource_table_s"] = time.perf_counter() - start
+
+    calibration = jnp.asarray(data.train.images[:calibrate_sample_num]) if calibrate_sample_num > 0 else None
+    val_scorer = make_population_scorer(
+      model, mutator, calibration, jnp.asarray(data.val.images), jnp.asarray(data.val.labels)
+    )
+    test_scorer = make_population_scorer(
+      model, mutator, calibration, jnp.asarray(data.test.images), jnp.asarray(data.test.labels)
+    )
+    loop = EvolutionSearchLoop(**search_cfg)
+    start = time.perf_counter()
+    result = _search(loop, search_key, mutator, lambda population: val_scorer(state, population), table, progress)
+    timings["search_s"] = time.perf_counter() - start
+
+    best = result.best_choices
+    best_population = {g: v[None] for g, v in best.items()}
+    best_test = float(test_scorer(state, best_population)[0])
+    random_population = jax.vmap(mutator.sample_choices)(jax.random.split(baseline_key, num_random))
+    random_test = np.asarray(test_scorer(state, random_population))
+    fix_subnet = mutator.export_fix_subnet(best)
+    resources = estimate_resources(model, variables, mutator, best, per_image)
+
+    summary: dict[str, Any] = {
+      "algorithm": "SPOS",
+      "best_val_accuracy": result.best_score,
+      "best_test_accuracy": best_test,
+      "random_subnets_test_accuracy": {
+        "count": num_random,
+        "median": float(np.median(random_test)),
+        "mean": float(np.mean(random_test)),
+        "max": float(np.max(random_test)),
+      },
+      "chance_accuracy": 1.0 / data.num_classes,
+      "best_flops_M_per_image": resources["flops"],
+      "best_params_M": resources["params"],
+      "num_subnets_evaluated": result.num_evaluated,
+      "search_history": result.history,
+      "supernet_train": train_log,
+      "timings_s": timings,
+    }
+    if retrain_cfg["epochs"] > 0:
+      start = time.perf_counter()
+      summary["retrain"] = retrain_subnet(
+        model, mutator.set_choices(best), data, retrain_cfg, retrain_key, progress, iterate_batches
+      )
+      timings["retrain_s"] = time.perf_counter() - start
+    return SearchResult(fix_subnet, summary)
+
+
+def _search(
+  loop: EvolutionSearchLoop,
+  key: PRNGKey,
+  mutator: ModuleMutator,
+  score_fn: Callable[[dict[int, jax.Array]], np.ndarray],
+  resource_fn: Any,
+  progress: bool,
+) -> EvolutionResult:
+  """``loop.run``, with a progress bar over the generations when ``progress``."""
+  if not progress:
+    return loop.run(key, mutator, score_fn, resource_fn)
+  from tqdm.auto import tqdm
+
+  with tqdm(total=loop.max_epochs, desc="evolution search", unit="gen") as bar:
+
+    def on_generation(record: Mapping[str, Any]) -> None:
+      bar.update(1)
+      bar.set_postfix(best=f"{record['best_score']:.4f}", pool=record["pool_size"])
+
+    return loop.run(key, mutator, score_fn, resource_fn, on_generation=on_generation)
+
+
+def train_supernet(
+  model: nn.Module,
+  mutator: ModuleMutator,
+  optimizer: optax.GradientTransformation,
+  state: TrainState,
+  split: Split,
+  epochs: int,
+  batch_size: int,
+  key: PRNGKey,
+  progress: bool = False,
+  batches: Batches = iterate_batches,
+) -> tuple[TrainState, list[dict[str, float]]]:
+  """Runs SPOS supernet training for ``epochs``; returns the state and a log.
+
+  Every step trains one uniformly sampled subnet
+  (:func:`~jaxmutate.algorithms.make_spos_train_step`) in the shared
+  :func:`~jaxmutate.runners.train_loop` (``keys="split"``).
+
+  Returns:
+    ``(state, log)``: ``log[e]`` is ``{"epoch", "loss", "accuracy"}``, the
+    means over epoch ``e``'s steps.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, numpy as np, optax
+    >>> import jaxmutate as jm
+    >>> from jaxmutate.algorithms import init_train_state
+    >>> from jaxmutate.data import Split
+    >>> from jaxmutate.runners import train_supernet
+    >>> net = jm.SearchableMLP(num_classes=2, width=4, num_layers=1)
+    >>> state, variables = init_train_state(net, optax.sgd(0.1), jax.random.key(0), jnp.ones((4, 3)))
+    >>> split = Split(np.ones((8, 3), np.float32), np.arange(8, dtype=np.int32) % 2)
+    >>> mutator = jm.OneShotModuleMutator().prepare_from_supernet(variables)
+    >>> state, log = train_supernet(net, mutator, optax.sgd(0.1), state, split, epochs=2, batch_size=4,
+    ...                             key=jax.random.key(1))
+    >>> int(state.step), [sorted(entry) for entry in log]
+    (4, [['accuracy', 'epoch', 'loss'], ['accuracy', 'epoch', 'loss']])
+  """
+  step = make_spos_train_step(model, mutator, optimizer)
+  return train_loop(
+    step,
+    state,
+    split,
+    epochs,
+    batch_size,
+    key,
+    batches=batches,
+    metrics=_LOGGED,
+    progress=progress,
+    desc="train supernet",
+  )
+
+
+def retrain_subnet(
+  model: nn.Module,
+  choices: Mapping[str, Any],
+  data: Dataset,
+  retrain_cfg: Mapping[str, Any],
+  key: PRNGKey,
+  progress: bool = False,
+  batches: Batches = iterate_batches,
+) -> dict[str, Any]:
+  """Trains a fixed subnet from scratch and reports its test accuracy.
+
+  The subnet's compiled step holds only its chosen candidates
+  (:func:`~jaxmutate.algorithms.make_fixed_subnet_train_step`); it runs in
+  the shared :func:`~jaxmutate.runners.train_loop` (``keys="split"``).
+
+  Args:
+    model: the supernet.
+    choices: the subnet (``mutator.set_choices(group_choices)``), concrete.
+    data: the data set (trains on ``train``, reports on ``test``).
+    retrain_cfg: ``epochs``, ``batch_size``, ``optimizer`` (an optax config).
+    key: PRNG key, split into the init and the training keys.
+    progress: show a progress bar.
+    batches: the batch iterator.
+
+  Returns:
+    ``{"epochs", "test_accuracy", "log"}`` (``log`` as :func:`train_supernet`'s).
+
+  Example:
+    >>> import jax, numpy as np
+    >>> import jaxmutate as jm
+    >>> from jaxmutate.data import Dataset, Split
+    >>> from jaxmutate.runners import retrain_subnet
+    >>> split = Split(np.ones((8, 3), np.float32), np.arange(8, dtype=np.int32) % 2)
+    >>> data = Dataset(split, split, split, num_classes=2)
+    >>> net = jm.SearchableMLP(num_classes=2, width=4, num_layers=1)
+    >>> cfg = dict(epochs=1, batch_size=4, optimizer=dict(type="sgd", learning_rate=0.1))
+    >>> report = retrain_subnet(net, {"layers.0": 0}, data, cfg, jax.random.key(0))
+    >>> sorted(report), report["epochs"], len(report["log"])
+    (['epochs', 'log', 'test_accuracy'], 1, 1)
+  """
+  init_key, train_key = jax.random.split(key)
+  optimizer = build_optimizer(retrain_cfg["optimizer"])
+  sample = jnp.asarray(data.train.images[: retrain_cfg["batch_size"]])
+  state, _ = init_train_state(model, optimizer, init_key, sample)
+  step = make_fixed_subnet_train_step(model, choices, optimizer)
+  state, log = train_loop(
+    lambda s, x, y, k: step(s, x, y),
+    state,
+    data.train,
+    retrain_cfg["epochs"],
+    retrain_cfg["batch_size"],
+    train_key,
+    batches=batches,
+    metrics=_LOGGED,
+    progress=progress,
+    desc="train subnet",
+  )
+  static_choices = {k: np.asarray(v) for k, v in choices.items()}
+  test_accuracy = float(
+    evaluate_accuracy(
+      model,
+      state.params,
+      state.batch_stats,
+      static_choices,
+      jnp.asarray(data.test.images),
+      jnp.asarray(data.test.labels),
+    )
+  )
+  return {"epochs": retrain_cfg["epochs"], "test_accuracy": test_accuracy, "log": log}
+
+
+__all__ = ["SPOS", "retrain_subnet", "train_supernet"]
