@@ -2,9 +2,11 @@
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 
+import jaxmutate as jm
 from jaxmutate import cli
 from jaxmutate.data import iterate_batches, load_digits
 
@@ -74,3 +76,31 @@ def test_digits_data():
     load_digits(val_fraction=0.9, test_fraction=0.2)
   with pytest.raises(ValueError, match="batch_size"):
     next(iterate_batches(jax.random.key(0), data.val, 0))
+
+
+def _tiny_spos_config(path, data_line):
+  path.write_text(
+    "model = dict(type='SPOS', architecture=dict(type='SearchableMLP', width=8, num_layers=1, num_classes=3), "
+    "mutator=dict(type='OneShotModuleMutator'))\n"
+    "train_cfg = dict(epochs=1, batch_size=16)\n"
+    "search_cfg = dict(max_epochs=1, num_candidates=2, top_k=1, num_mutation=1, num_crossover=1, calibrate_sample_num=0)\n"
+    "num_random_baseline = 2\n" + data_line
+  )
+  return path
+
+
+def test_search_runs_on_the_data_set_the_config_names(tmp_path):
+  rng = np.random.default_rng(0)
+  np.savez(tmp_path / "mine.npz", x=rng.uniform(size=(60, 4, 4, 1)).astype(np.float32), y=np.arange(60) % 3)
+  config = _tiny_spos_config(
+    tmp_path / "npz.py", f"data = dict(type='NpzDataset', path={str(tmp_path / 'mine.npz')!r}, val_fraction=0.2)\n"
+  )
+  assert cli.main(["search", str(config), "--work-dir", str(tmp_path / "out"), "--no-progress"]) == 0
+  summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+  assert summary["chance_accuracy"] == pytest.approx(1 / 3)  # three classes: the npz file, not the digits
+
+
+def test_a_misspelt_data_key_is_an_error_not_ignored(tmp_path):
+  config = _tiny_spos_config(tmp_path / "bad_data.py", "data = dict(type='digits', val_fraktion=0.2)\n")
+  with pytest.raises(jm.errors.ConfigError, match="val_fraktion"):
+    cli.main(["search", str(config), "--work-dir", str(tmp_path / "out"), "--no-progress"])

@@ -15,6 +15,7 @@ protocol), ``_loop`` (:func:`train_loop`, the one supervised training loop),
 
 from jaxmutate.runners._base import SearchAlgorithm as SearchAlgorithm
 from jaxmutate.runners._base import SearchResult as SearchResult
+from jaxmutate.runners._base import load_data as load_data
 from jaxmutate.runners._loop import train_loop as train_loop
 from jaxmutate.runners.darts import DARTS as DARTS
 from jaxmutate.runners.darts import retrain_derived_network as retrain_derived_network
@@ -25,6 +26,7 @@ from jaxmutate.runners.spos import train_supernet as train_supernet
 
 __all__ = [
   "DARTS",
+  "load_data",
   "plot_arch_weights",
   "retrain_derived_network",
   "retrain_subnet",

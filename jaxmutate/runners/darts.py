@@ -38,13 +38,13 @@ from jaxmutate.algorithms import (
   recalibrate_batch_stats,
   uses_temperature,
 )
-from jaxmutate.data import Dataset, iterate_batches, load_digits
+from jaxmutate.data import Dataset, iterate_batches
 from jaxmutate.errors import ConfigError, ConfigTypeError
 from jaxmutate.models import DartsBackbone, DartsDiscreteNetwork, derive_discrete_network, discrete_network_variables
 from jaxmutate.mutables import GUMBEL_RNG, gumbel_temperature_schedule
 from jaxmutate.mutators import DiffModuleMutator
 from jaxmutate.registry import MODELS, build
-from jaxmutate.runners._base import SearchResult
+from jaxmutate.runners._base import SearchResult, load_data
 from jaxmutate.runners._loop import train_loop
 from jaxmutate.runners.plots import plot_arch_weights
 from jaxmutate.typing import PRNGKey
@@ -104,10 +104,10 @@ class DARTS:
     self.exclude_zero = bool(exclude_zero)
 
   def run(self, config: dict[str, Any], work_dir: Path, seed: int, progress: bool = True) -> SearchResult:
-    """Searches on the digits data, derives and (optionally) retrains the subnet.
+    """Searches on the config's data, derives and (optionally) retrains the subnet.
 
-    Config keys (all optional but ``model``): ``data`` (``load_digits``
-    arguments), ``train_cfg`` (``epochs``, ``batch_size``, ``optimizer``: the
+    Config keys (all optional but ``model``): ``data`` (a data set config for
+    :func:`load_data`; the digits by default), ``train_cfg`` (``epochs``, ``batch_size``, ``optimizer``: the
     weight optimiser with ``weight_decay``/``clip_grad_norm``,
     ``arch_optimizer``, ``tau_schedule``: arguments of
     :func:`~jaxmutate.mutables.gumbel_temperature_schedule` without
@@ -124,9 +124,7 @@ class DARTS:
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    data_cfg = dict(config.get("data", {}))
-    data_cfg.pop("type", None)
-    data = load_digits(**data_cfg)
+    data = load_data(config, "DARTS")
     train_cfg = dict(
       epochs=10,
       batch_size=64,

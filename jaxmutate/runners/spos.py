@@ -32,13 +32,13 @@ from jaxmutate.algorithms import (
   make_population_scorer,
   make_spos_train_step,
 )
-from jaxmutate.data import Dataset, Split, iterate_batches, load_digits
+from jaxmutate.data import Dataset, Split, iterate_batches
 from jaxmutate.errors import ConfigTypeError
 from jaxmutate.mutables import DiffMutableModule
 from jaxmutate.mutators import ModuleMutator
 from jaxmutate.registry import MODELS, build
 from jaxmutate.resources import build_resource_table, estimate_resources
-from jaxmutate.runners._base import SearchResult
+from jaxmutate.runners._base import SearchResult, load_data
 from jaxmutate.runners._loop import Batches, train_loop
 from jaxmutate.search import EvolutionResult, EvolutionSearchLoop
 from jaxmutate.typing import PRNGKey
@@ -89,8 +89,8 @@ class SPOS:
   def run(self, config: dict[str, Any], work_dir: Path, seed: int, progress: bool = True) -> SearchResult:
     """Trains the supernet, searches, exports; optionally retrains the best subnet.
 
-    Config keys read (all optional but ``model``): ``data`` (``dict(seed=0)``
-    for the embedded digits), ``train_cfg`` (``epochs``, ``batch_size``,
+    Config keys read (all optional but ``model``): ``data`` (a data set config
+    for :func:`load_data`; the embedded digits by default), ``train_cfg`` (``epochs``, ``batch_size``,
     ``optimizer``), ``search_cfg`` (:class:`EvolutionSearchLoop` settings plus
     ``calibrate_sample_num``), ``retrain_cfg`` (``epochs``, ``optimizer``;
     ``epochs=0`` skips it), ``num_random_baseline`` (random subnets rated as a
@@ -98,9 +98,7 @@ class SPOS:
     """
     work_dir = Path(work_dir)
     timings: dict[str, float] = {}
-    data_cfg = dict(config.get("data", {}))
-    data_cfg.pop("type", None)
-    data = load_digits(**data_cfg)
+    data = load_data(config, "SPOS")
     train_cfg = dict(
       epochs=30, batch_size=64, optimizer=dict(type="sgd", learning_rate=0.1, momentum=0.9, nesterov=True)
     )
