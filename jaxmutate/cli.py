@@ -55,13 +55,15 @@ def run_search(
     ConfigTypeError: (a ``TypeError``) the model is not a search runner.
   """
   import jaxmutate as jm
-  from jaxmutate.errors import ConfigTypeError
+  from jaxmutate.errors import ConfigKeyError, ConfigTypeError
   from jaxmutate.registry import merge_cfg_options
   from jaxmutate.runners import SearchAlgorithm
 
   config = merge_cfg_options(jm.load_config(config_path), cfg_options)
   if "model" not in config:
-    raise KeyError(f"Config {str(config_path)!r} has no 'model' dict; add one, e.g. model = dict(type='SPOS', ...).")
+    raise ConfigKeyError(
+      f"Config {str(config_path)!r} has no 'model' dict; add one, e.g. model = dict(type='SPOS', ...)."
+    )
   if "custom_imports" in config:
     jm.registry.import_modules(**config["custom_imports"])
   algorithm = jm.build(config["model"])

@@ -188,7 +188,7 @@ class StreamSplit:
 
   def __len__(self) -> int:
     if self.num_examples is None:
-      raise TypeError(f"StreamSplit {self.name!r} has no known length; pass num_examples=... to give it one.")
+      raise ConfigTypeError(f"StreamSplit {self.name!r} has no known length; pass num_examples=... to give it one.")
     return self.num_examples
 
   @property
@@ -240,7 +240,7 @@ class StreamSplit:
   ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """One epoch of ``(images, labels)`` batches of exactly ``batch_size`` (the last may be smaller)."""
     if batch_size < 1:
-      raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+      raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
     pending_x: list[np.ndarray] = []
     pending_y: list[np.ndarray] = []
     have = 0
@@ -544,7 +544,7 @@ def load_digits(seed: int = 0, val_fraction: float = 0.2, test_fraction: float =
     180
   """
   if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
-    raise ValueError(
+    raise ConfigError(
       f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in (0, 1) and sum to less than 1."
     )
   with np.load(Path(__file__).with_name("digits.npz")) as archive:
@@ -1118,9 +1118,9 @@ def iterate_batches(
     yield from split.batches(key, batch_size, drop_last)
     return
   if batch_size < 1:
-    raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
   if drop_last and batch_size > len(split):
-    raise ValueError(f"batch_size {batch_size} is larger than the split ({len(split)} examples).")
+    raise ConfigError(f"batch_size {batch_size} is larger than the split ({len(split)} examples).")
   order = np.asarray(jax.random.permutation(key, len(split)))
   stop = len(split) - (len(split) % batch_size if drop_last else 0)
   for start in range(0, stop, batch_size):

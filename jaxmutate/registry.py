@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from jaxmutate.errors import ConfigError, ConfigTypeError, JaxMutateError, UnknownTypeError
+from jaxmutate.errors import ConfigError, ConfigKeyError, ConfigTypeError, JaxMutateError, UnknownTypeError
 
 SCOPE = "jaxmutate"
 BASE_KEY = "_base_"
@@ -68,7 +68,7 @@ def register_scope(scope: str) -> None:
     True
   """
   if not isinstance(scope, str) or not scope or "." in scope or ":" in scope:
-    raise ValueError(f"A scope is a non-empty name without '.' or ':', got {scope!r}.")
+    raise ConfigError(f"A scope is a non-empty name without '.' or ':', got {scope!r}.")
   _FOREIGN_SCOPES.add(scope)
 
 
@@ -187,17 +187,17 @@ class Registry:
       True
     """
     if name is not None and not isinstance(name, str):
-      raise TypeError(
+      raise ConfigTypeError(
         f"register_module(name=...) takes a string or None, got {name!r}; "
         "write the decorator with parentheses: @REGISTRY.register_module()."
       )
 
     def register(obj: _T) -> _T:
       if not callable(obj):
-        raise TypeError(f"Registry {self.name!r} can only register classes or functions, got {obj!r}.")
+        raise ConfigTypeError(f"Registry {self.name!r} can only register classes or functions, got {obj!r}.")
       key = _strip_scope(name or obj.__name__)
       if key in self._entries and not force and self._entries[key] is not obj:
-        raise KeyError(
+        raise ConfigKeyError(
           f"{key!r} is already registered in {self.name!r} (as {self._entries[key]!r}); pass force=True to replace it."
         )
       self._entries[key] = obj
@@ -232,9 +232,9 @@ class Registry:
     """
     alias, target = _strip_scope(alias), _strip_scope(target)
     if alias in self._entries:
-      raise KeyError(f"{alias!r} is registered in {self.name!r}; it cannot also be an alias (of {target!r}).")
+      raise ConfigKeyError(f"{alias!r} is registered in {self.name!r}; it cannot also be an alias (of {target!r}).")
     if alias in self._aliases and self._aliases[alias] != target and not force:
-      raise KeyError(
+      raise ConfigKeyError(
         f"{alias!r} is already an alias of {self._aliases[alias]!r} in {self.name!r}; pass force=True to replace it."
       )
     self._unsupported.pop(alias, None)
@@ -366,7 +366,7 @@ def import_modules(imports: Sequence[str] | str, allow_failed_imports: bool = Fa
   if isinstance(imports, str):
     imports = [imports]
   if not isinstance(imports, Sequence) or not all(isinstance(i, str) for i in imports):
-    raise TypeError(f"custom_imports['imports'] must be a list of module names, got {imports!r}.")
+    raise ConfigTypeError(f"custom_imports['imports'] must be a list of module names, got {imports!r}.")
   for module_name in imports:
     try:
       importlib.import_module(module_name)
@@ -396,12 +396,12 @@ def apply_custom_imports(custom_imports: Any, where: str = "") -> None:
     >>> apply_custom_imports(dict(imports=["json"], allow_failed_imports=False))
   """
   if not isinstance(custom_imports, Mapping) or "imports" not in custom_imports:
-    raise TypeError(
+    raise ConfigTypeError(
       f"{where}custom_imports must be dict(imports=[...], allow_failed_imports=False), got {custom_imports!r}."
     )
   unknown = set(custom_imports) - {"imports", "allow_failed_imports"}
   if unknown:
-    raise KeyError(
+    raise ConfigKeyError(
       f"{where}custom_imports has unknown keys {sorted(unknown)}; expected 'imports' and 'allow_failed_imports'."
     )
   try:
@@ -482,7 +482,7 @@ def build(cfg: Mapping[str, Any], registry: Registry | None = None, **default_ar
   _handle_custom_imports(cfg)
   _check_scope(cfg)
   if "type" not in cfg:
-    raise KeyError(f"A config needs a 'type' key naming what to build; got keys {sorted(cfg)}.")
+    raise ConfigKeyError(f"A config needs a 'type' key naming what to build; got keys {sorted(cfg)}.")
   obj_type = cfg.pop("type")
   target = obj_type if callable(obj_type) else registry.get(obj_type)
   kwargs = {k: _build_nested(v, registry) for k, v in cfg.items()}
@@ -493,7 +493,7 @@ def build(cfg: Mapping[str, Any], registry: Registry | None = None, **default_ar
   except TypeError as error:
     if isinstance(error, JaxMutateError):
       raise  # already names what is wrong
-    raise TypeError(f"Building {obj_type!r} with arguments {sorted(kwargs)} failed: {error}") from error
+    raise ConfigTypeError(f"Building {obj_type!r} with arguments {sorted(kwargs)} failed: {error}") from error
 
 
 # Config files -----------------------------------------------------------------------
@@ -923,11 +923,11 @@ def merge_cfg_options(cfg: dict[str, Any], options: Sequence[str]) -> dict[str, 
   cfg = copy.deepcopy(cfg)
   for option in options:
     if "=" not in option:
-      raise ValueError(f"--cfg-options expects key=value, got {option!r}.")
+      raise ConfigError(f"--cfg-options expects key=value, got {option!r}.")
     dotted, raw = option.split("=", 1)
     keys = dotted.strip().split(".")
     if not all(keys):
-      raise ValueError(f"--cfg-options has an empty key in {option!r}.")
+      raise ConfigError(f"--cfg-options has an empty key in {option!r}.")
     try:
       value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
@@ -936,6 +936,6 @@ def merge_cfg_options(cfg: dict[str, Any], options: Sequence[str]) -> dict[str, 
     for key in keys[:-1]:
       node = node.setdefault(key, {})
       if not isinstance(node, dict):
-        raise KeyError(f"--cfg-options {dotted!r}: {key!r} is not a dict in the config.")
+        raise ConfigKeyError(f"--cfg-options {dotted!r}: {key!r} is not a dict in the config.")
     node[keys[-1]] = value
   return cfg

@@ -7,7 +7,7 @@ from typing import Any
 
 import optax
 
-from jaxmutate.errors import UnknownTypeError
+from jaxmutate.errors import ConfigKeyError, UnknownTypeError
 
 
 def build_optimizer(config: Mapping[str, Any] | optax.GradientTransformation) -> optax.GradientTransformation:
@@ -46,7 +46,7 @@ def build_optimizer(config: Mapping[str, Any] | optax.GradientTransformation) ->
 
   if not isinstance(config, Mapping) or "type" not in config:
     # A missing ``type`` is the registry's KeyError; an unknown one is UnknownTypeError.
-    raise KeyError(
+    raise ConfigKeyError(
       f"An optimiser config needs a 'type' naming an optax function (e.g. dict(type='sgd', learning_rate=0.1)), "
       f"got {config!r}."
     )

@@ -9,6 +9,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxmutate.errors import ConfigError, ConfigKeyError
+
 
 def discrete_network_variables(
   network: nn.Module, supernet_variables: Mapping[str, Any], sample_input: jax.Array
@@ -47,15 +49,15 @@ def discrete_network_variables(
   def pick(tree: Any, source: Any, path: tuple[str, ...]) -> Any:
     if isinstance(tree, Mapping):
       if not isinstance(source, Mapping):
-        raise KeyError(f"Supernet variables have no subtree {'/'.join(path)!r}.")
+        raise ConfigKeyError(f"Supernet variables have no subtree {'/'.join(path)!r}.")
       out = {}
       for key, value in tree.items():
         if key not in source:
-          raise KeyError(f"Supernet variables have no entry {'/'.join(path + (key,))!r} for the derived network.")
+          raise ConfigKeyError(f"Supernet variables have no entry {'/'.join(path + (key,))!r} for the derived network.")
         out[key] = pick(value, source[key], path + (key,))
       return out
     if tuple(tree.shape) != tuple(jnp.shape(source)):
-      raise ValueError(
+      raise ConfigError(
         f"Variable {'/'.join(path)!r}: derived shape {tree.shape} but supernet shape {jnp.shape(source)}."
       )
     return source
