@@ -10,6 +10,7 @@ from jaxmutate import algorithms as algorithms
 from jaxmutate import channels as channels
 from jaxmutate import dynamic as dynamic
 from jaxmutate import errors as errors
+from jaxmutate import export as export
 from jaxmutate import mmrazor_compat as mmrazor_compat
 from jaxmutate import models as models
 from jaxmutate import mutables as mutables
@@ -19,7 +20,12 @@ from jaxmutate import runners as runners
 from jaxmutate import search as search
 from jaxmutate import spaces as spaces
 from jaxmutate import typing as typing
+from jaxmutate.algorithms import calibrate_batch_stats as calibrate_batch_stats
 from jaxmutate.algorithms import init_supernet as init_supernet
+from jaxmutate.algorithms import kl_divergence as kl_divergence
+from jaxmutate.algorithms import make_calibrated_scorer as make_calibrated_scorer
+from jaxmutate.algorithms import make_sandwich_train_step as make_sandwich_train_step
+from jaxmutate.algorithms import make_slimmable_train_step as make_slimmable_train_step
 from jaxmutate.channels import ChannelSpace as ChannelSpace
 from jaxmutate.channels import DerivedMutable as DerivedMutable
 from jaxmutate.channels import L1MutableChannelUnit as L1MutableChannelUnit
@@ -29,9 +35,16 @@ from jaxmutate.channels import SequentialMutableChannelUnit as SequentialMutable
 from jaxmutate.channels import SlimmableChannelUnit as SlimmableChannelUnit
 from jaxmutate.channels import make_divisible as make_divisible
 from jaxmutate.data import build_dataset as build_dataset
+from jaxmutate.dynamic import dynamic_costs as dynamic_costs
+from jaxmutate.export import FixedSubnet as FixedSubnet
+from jaxmutate.export import export_subnet as export_subnet
+from jaxmutate.export import load_subnet as load_subnet
+from jaxmutate.export import save_subnet as save_subnet
 from jaxmutate.models import DartsBackbone as DartsBackbone
 from jaxmutate.models import SearchableConvNet as SearchableConvNet
 from jaxmutate.models import SearchableMLP as SearchableMLP
+from jaxmutate.models import SearchableMobileNetV2 as SearchableMobileNetV2
+from jaxmutate.models import SearchableResNet as SearchableResNet
 from jaxmutate.models import SearchableShuffleNetV2 as SearchableShuffleNetV2
 from jaxmutate.mutables import MUTABLES_COLLECTION as MUTABLES_COLLECTION
 from jaxmutate.mutables import BaseMutable as BaseMutable
@@ -49,10 +62,14 @@ from jaxmutate.mutables import OneShotMutableOP as OneShotMutableOP
 from jaxmutate.mutables import OneShotMutableValue as OneShotMutableValue
 from jaxmutate.mutables import OneShotProbMutableOP as OneShotProbMutableOP
 from jaxmutate.mutators import BaseMutator as BaseMutator
+from jaxmutate.mutators import ChannelMutator as ChannelMutator
+from jaxmutate.mutators import ChannelUnitInfo as ChannelUnitInfo
 from jaxmutate.mutators import DiffModuleMutator as DiffModuleMutator
 from jaxmutate.mutators import ModuleMutator as ModuleMutator
 from jaxmutate.mutators import NasMutator as NasMutator
+from jaxmutate.mutators import OneShotChannelMutator as OneShotChannelMutator
 from jaxmutate.mutators import OneShotModuleMutator as OneShotModuleMutator
+from jaxmutate.mutators import SlimmableChannelMutator as SlimmableChannelMutator
 from jaxmutate.registry import DATASETS as DATASETS
 from jaxmutate.registry import MODELS as MODELS
 from jaxmutate.registry import Registry as Registry
@@ -66,7 +83,11 @@ from jaxmutate.resources import count_params as count_params
 from jaxmutate.resources import estimate_resources as estimate_resources
 from jaxmutate.runners import DARTS as DARTS
 from jaxmutate.runners import SPOS as SPOS
+from jaxmutate.runners import AutoSlim as AutoSlim
+from jaxmutate.runners import SlimmableNetwork as SlimmableNetwork
+from jaxmutate.search import AutoSlimGreedySearchLoop as AutoSlimGreedySearchLoop
 from jaxmutate.search import EvolutionSearchLoop as EvolutionSearchLoop
+from jaxmutate.search import GreedySearchResult as GreedySearchResult
 from jaxmutate.subnet import read_fix_subnet as read_fix_subnet
 from jaxmutate.subnet import save_fix_subnet as save_fix_subnet
 
@@ -76,6 +97,23 @@ register_module = MODELS.register_module
 __version__ = "0.1.0"
 
 __all__ = [
+  "export",
+  "calibrate_batch_stats",
+  "kl_divergence",
+  "make_calibrated_scorer",
+  "make_sandwich_train_step",
+  "make_slimmable_train_step",
+  "dynamic_costs",
+  "FixedSubnet",
+  "export_subnet",
+  "load_subnet",
+  "save_subnet",
+  "SearchableMobileNetV2",
+  "SearchableResNet",
+  "AutoSlim",
+  "SlimmableNetwork",
+  "AutoSlimGreedySearchLoop",
+  "GreedySearchResult",
   "algorithms",
   "BaseMutable",
   "BaseMutator",
@@ -117,6 +155,10 @@ __all__ = [
   "MutableValue",
   "mutators",
   "NasMutator",
+  "ChannelMutator",
+  "ChannelUnitInfo",
+  "OneShotChannelMutator",
+  "SlimmableChannelMutator",
   "OneHotMutableOP",
   "OneShotModuleMutator",
   "OneShotMutableChannelUnit",

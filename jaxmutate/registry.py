@@ -333,6 +333,26 @@ class Registry:
     return build(cfg, registry=self, **default_args)
 
 
+def check_config_keys(cfg: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
+  """Rejects keys of ``cfg`` that are not in ``allowed``, naming them and their close matches.
+
+  Raises:
+    ConfigKeyError: (a ``KeyError``) an unknown key.
+
+  Example:
+    >>> from jaxmutate.registry import check_config_keys
+    >>> check_config_keys({"type": "X", "defualt_args": {}}, ("type", "default_args", "units"), "channel_unit_cfg")
+    Traceback (most recent call last):
+    ...
+    jaxmutate.errors.ConfigKeyError: channel_unit_cfg: unknown key 'defualt_args' (did you mean 'default_args'?); expected keys: ['default_args', 'type', 'units'].
+  """
+  for key in cfg:
+    if key not in allowed:
+      close = difflib.get_close_matches(str(key), [str(a) for a in allowed], n=3, cutoff=0.6)
+      hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+      raise ConfigKeyError(f"{where}: unknown key {key!r}{hint}; expected keys: {sorted(allowed)}.")
+
+
 def _strip_scope(name: str) -> str:
   if not isinstance(name, str):
     raise ConfigTypeError(f"A registry type must be a string, got {name!r}.")
@@ -452,7 +472,8 @@ def build(cfg: Mapping[str, Any], registry: Registry | None = None, **default_ar
   ``"jaxmutate.Name"``, a known scope's ``"scope.Name"``/``"scope::Name"``, or
   an alias); every other key is passed as a keyword argument. Values that are
   themselves config dicts (with a ``type``), also inside lists, tuples and plain
-  dicts, are built first. A ``custom_imports`` entry imports user modules before
+  dicts, are built first, except the arguments a class lists in its
+  ``RAW_CONFIG_ARGS`` (it builds those itself). A ``custom_imports`` entry imports user modules before
   anything is looked up, so their registrations count; a ``_scope_`` entry must
   name a known scope and is not passed on.
 
@@ -485,7 +506,11 @@ def build(cfg: Mapping[str, Any], registry: Registry | None = None, **default_ar
     raise ConfigKeyError(f"A config needs a 'type' key naming what to build; got keys {sorted(cfg)}.")
   obj_type = cfg.pop("type")
   target = obj_type if callable(obj_type) else registry.get(obj_type)
-  kwargs = {k: _build_nested(v, registry) for k, v in cfg.items()}
+  # A class that builds some of its arguments itself (e.g. a channel mutator's
+  # channel_unit_cfg, whose unit type needs per-unit arguments) lists them in
+  # RAW_CONFIG_ARGS; those are passed as written.
+  raw = getattr(target, "RAW_CONFIG_ARGS", ())
+  kwargs = {k: v if k in raw else _build_nested(v, registry) for k, v in cfg.items()}
   for key, value in default_args.items():
     kwargs.setdefault(key, value)
   try:

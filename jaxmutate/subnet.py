@@ -83,14 +83,28 @@ def read_fix_subnet(path: str | Path) -> FixSubnet:
     >>> read_fix_subnet(path)
     {'backbone.layers.0.0': {'chosen': 'shuffle_7x7'}}
   """
+  return _check_layout(read_mapping_file(path, "Subnet file"), str(path))
+
+
+def read_mapping_file(path: str | Path, what: str = "File") -> Any:
+  """Reads a YAML or JSON file (JSON for ``.json``): subnet files, channel-unit ``units`` files.
+
+  Raises:
+    FileNotFoundError: no such file.
+
+  Example:
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "units.json"
+    >>> _ = path.write_text('{"conv1_(0, 8)_8": {"choice": 4}}')
+    >>> read_mapping_file(path)
+    {'conv1_(0, 8)_8': {'choice': 4}}
+  """
   path = Path(path)
   if not path.is_file():
-    raise FileNotFoundError(f"Subnet file {str(path)!r} does not exist.")
+    raise FileNotFoundError(f"{what} {str(path)!r} does not exist.")
   text = path.read_text()
   if path.suffix == ".json":
-    data = json.loads(text)
-  else:
-    import yaml
+    return json.loads(text)
+  import yaml
 
-    data = yaml.safe_load(text)
-  return _check_layout(data, str(path))
+  return yaml.safe_load(text)

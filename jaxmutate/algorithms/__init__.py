@@ -10,8 +10,10 @@ Layout: ``_train_state`` (the training state and supernet init),
 ``_batch_norm`` (train-mode apply, exact BatchNorm recalibration), ``_spos``
 (SPOS steps and population scoring), ``_arch_gradient`` (the DARTS
 architecture gradient), ``_darts`` (the DARTS search state and steps),
-``_arch_params`` (reading architecture logits) and ``_derive`` (the discrete
-subnet of a DARTS search).
+``_arch_params`` (reading architecture logits), ``_derive`` (the discrete
+subnet of a DARTS search), ``_distill`` (knowledge-distillation losses) and
+``_autoslim`` (AutoSlim/BigNAS sandwich and slimmable steps, per-width
+BatchNorm calibration and scoring).
 """
 
 from jaxmutate.algorithms._arch_gradient import arch_gradient as arch_gradient
@@ -19,6 +21,12 @@ from jaxmutate.algorithms._arch_gradient import supernet_loss as supernet_loss
 from jaxmutate.algorithms._arch_params import arch_weights_table as arch_weights_table
 from jaxmutate.algorithms._arch_params import check_arch_params as check_arch_params
 from jaxmutate.algorithms._arch_params import uses_temperature as uses_temperature
+from jaxmutate.algorithms._autoslim import calibrate_batch_stats as calibrate_batch_stats
+from jaxmutate.algorithms._autoslim import make_calibrated_scorer as make_calibrated_scorer
+from jaxmutate.algorithms._autoslim import make_sandwich_train_step as make_sandwich_train_step
+from jaxmutate.algorithms._autoslim import make_slimmable_train_step as make_slimmable_train_step
+from jaxmutate.algorithms._autoslim import sample_sandwich_choices as sample_sandwich_choices
+from jaxmutate.algorithms._autoslim import stack_group_choices as stack_group_choices
 from jaxmutate.algorithms._batch_norm import apply_in_train_mode as apply_in_train_mode
 from jaxmutate.algorithms._batch_norm import recalibrate_batch_stats as recalibrate_batch_stats
 from jaxmutate.algorithms._darts import DartsState as DartsState
@@ -27,6 +35,7 @@ from jaxmutate.algorithms._darts import init_darts_state as init_darts_state
 from jaxmutate.algorithms._darts import make_darts_steps as make_darts_steps
 from jaxmutate.algorithms._derive import derive_group_choices as derive_group_choices
 from jaxmutate.algorithms._derive import discrete_arch_weights as discrete_arch_weights
+from jaxmutate.algorithms._distill import kl_divergence as kl_divergence
 from jaxmutate.algorithms._metrics import accuracy as accuracy
 from jaxmutate.algorithms._metrics import classification_loss as classification_loss
 from jaxmutate.algorithms._metrics import evaluate_accuracy as evaluate_accuracy
@@ -46,6 +55,7 @@ __all__ = [
   "arch_gradient",
   "arch_weights_table",
   "build_optimizer",
+  "calibrate_batch_stats",
   "check_arch_params",
   "classification_loss",
   "DartsState",
@@ -56,12 +66,18 @@ __all__ = [
   "init_darts_state",
   "init_supernet",
   "init_train_state",
+  "kl_divergence",
+  "make_calibrated_scorer",
   "make_darts_steps",
   "make_fixed_subnet_train_step",
   "make_population_scorer",
+  "make_sandwich_train_step",
+  "make_slimmable_train_step",
   "make_spos_train_step",
   "make_weight_optimizer",
   "recalibrate_batch_stats",
+  "sample_sandwich_choices",
+  "stack_group_choices",
   "supernet_loss",
   "supervised_update",
   "TrainState",

@@ -85,6 +85,9 @@ class MutableChannelUnit(BaseMutable):
     """MMRazor's ``init_args``: the keyword arguments that rebuild this unit."""
     raise NotImplementedError
 
+  def _spec_init_args(self) -> tuple[tuple[str, Any], ...]:
+    return tuple((key, tuple(value) if isinstance(value, list) else value) for key, value in self.init_args.items())
+
   def _width(self, kept: Any, order: Any = None) -> MutableWidth:
     name = self.mutable_name
     space = self.space

@@ -10,6 +10,19 @@ traced width (``jit``/``vmap``/``grad``, one compile for every width) runs the
 layer sliced to the next of a few bucket widths and masks the rest, so that a
 narrow subnet costs less than the full width (see :func:`bucket_widths`).
 
+Besides computing, the layers report what they are:
+
+- at ``init``, a layer given a width that names a channel unit records a
+  :class:`LayerChannels` (which units its axes follow) in the ``mutables``
+  collection, which channel mutators read;
+- with the ``costs`` collection mutable, each layer sows its MACs and
+  parameters at the kept widths as float32 scalars (jittable, traced or
+  concrete): :func:`dynamic_costs` sums them;
+- in :func:`static_mode` a layer is the plain static layer of its kept
+  widths, and with :data:`SLICES_COLLECTION` mutable it records its variables
+  cut to those widths (:class:`LayerSlices`): together they make
+  :func:`jaxmutate.export.export_subnet`'s smaller network with real weights.
+
 Example:
   >>> import jax, jax.numpy as jnp, flax.linen as nn
   >>> from jaxmutate import dynamic
@@ -29,26 +42,48 @@ Example:
 
 from jaxmutate.dynamic._conv import DynamicConv as DynamicConv
 from jaxmutate.dynamic._conv import DynamicDepthwiseConv as DynamicDepthwiseConv
+from jaxmutate.dynamic._costs import COSTS_COLLECTION as COSTS_COLLECTION
+from jaxmutate.dynamic._costs import dynamic_costs as dynamic_costs
+from jaxmutate.dynamic._costs import sum_costs as sum_costs
 from jaxmutate.dynamic._dense import DynamicDense as DynamicDense
 from jaxmutate.dynamic._dispatch import DEFAULT_MAX_BUCKETS as DEFAULT_MAX_BUCKETS
 from jaxmutate.dynamic._dispatch import bucket_widths as bucket_widths
 from jaxmutate.dynamic._norm import DynamicBatchNorm as DynamicBatchNorm
 from jaxmutate.dynamic._norm import DynamicLayerNorm as DynamicLayerNorm
 from jaxmutate.dynamic._norm import SwitchableBatchNorm as SwitchableBatchNorm
+from jaxmutate.dynamic._record import CHANNELS_KEY as CHANNELS_KEY
+from jaxmutate.dynamic._record import LayerChannels as LayerChannels
+from jaxmutate.dynamic._record import width_spans as width_spans
+from jaxmutate.dynamic._static import SLICES_COLLECTION as SLICES_COLLECTION
+from jaxmutate.dynamic._static import LayerSlices as LayerSlices
+from jaxmutate.dynamic._static import full_channels as full_channels
+from jaxmutate.dynamic._static import is_static_mode as is_static_mode
+from jaxmutate.dynamic._static import static_mode as static_mode
 from jaxmutate.dynamic._width import Width as Width
 from jaxmutate.dynamic._width import WidthLike as WidthLike
 from jaxmutate.dynamic._width import as_width as as_width
 
 __all__ = [
+  "CHANNELS_KEY",
+  "COSTS_COLLECTION",
   "DEFAULT_MAX_BUCKETS",
   "DynamicBatchNorm",
   "DynamicConv",
   "DynamicDense",
   "DynamicDepthwiseConv",
   "DynamicLayerNorm",
+  "LayerChannels",
+  "LayerSlices",
+  "SLICES_COLLECTION",
   "SwitchableBatchNorm",
   "Width",
   "WidthLike",
   "as_width",
   "bucket_widths",
+  "dynamic_costs",
+  "full_channels",
+  "is_static_mode",
+  "static_mode",
+  "sum_costs",
+  "width_spans",
 ]

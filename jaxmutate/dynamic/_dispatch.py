@@ -126,6 +126,11 @@ class Axis(NamedTuple):
   order: jax.Array | None
 
   @property
+  def kept(self) -> Any:
+    """The kept width: the clipped traced value, or the one static size of a concrete width."""
+    return self.sizes[0] if self.value is None else self.value
+
+  @property
   def dynamic(self) -> tuple[Any, Any]:
     """The traced parts a branch needs (passed as switch operands, never closed over)."""
     return self.value, self.order

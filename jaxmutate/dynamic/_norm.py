@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -10,9 +11,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmutate.dynamic._costs import as_count, sow_costs, wants_costs
 from jaxmutate.dynamic._dispatch import along, dispatch, keep, layer_name, put, resolve_axis, take, update
+from jaxmutate.dynamic._record import record_channels, width_spans
+from jaxmutate.dynamic._static import (
+  StaticAxis,
+  concrete_sizes,
+  fit_input,
+  is_static_mode,
+  record_slices,
+  static_axis,
+  wants_slices,
+)
 from jaxmutate.dynamic._width import Width, WidthLike, _unit_suffix, as_width, is_traced
-from jaxmutate.errors import ChoiceError, ChoiceTypeError, SearchSpaceError
+from jaxmutate.errors import ChoiceError, ChoiceTypeError, SearchSpaceError, TracedChoiceError
 from jaxmutate.mutables import switch
 from jaxmutate.registry import MODELS
 
@@ -26,6 +38,22 @@ __all__ = ["DynamicBatchNorm", "DynamicLayerNorm", "SwitchableBatchNorm"]
 NORM_MAX_BUCKETS = 1
 
 Initializer = Callable[..., jax.Array]
+
+# MACs per kept element (see jaxmutate.dynamic._costs): BatchNorm's inference
+# form normalises and applies the affine; LayerNorm also computes its statistics.
+BATCH_NORM_MACS = 2
+LAYER_NORM_MACS = 4
+
+
+def _norm_costs(module: Any, x: jax.Array, kept: Any, macs_per_element: int) -> None:
+  kept = as_count(kept)
+  affine = int(module.use_scale) + int(module.use_bias)
+  sow_costs(module, macs_per_element * math.prod(x.shape[1:-1]) * kept, affine * kept)
+
+
+def _record_norm(module: Any, width: Any, channels: int) -> None:
+  spans = width_spans(width, channels)
+  record_channels(module, spans, spans)  # MMRazor relates a norm on both sides
 
 
 def _check_last_axis(module: Any, axis: int, ndim: int) -> None:
@@ -61,6 +89,13 @@ class DynamicBatchNorm(nn.Module):
   the full width and masked (``max_buckets=1``, the default: norms are
   memory-bound and fuse with their neighbours) or dispatched among
   ``max_buckets`` sliced widths.
+
+  Like every dynamic layer it also records, at ``init``, the units its
+  widths name (:class:`~jaxmutate.dynamic.LayerChannels`), sows its MACs and
+  parameters when the ``costs`` collection is mutable
+  (:func:`~jaxmutate.dynamic.dynamic_costs`), and in
+  :func:`~jaxmutate.dynamic.static_mode` is the ``nn.BatchNorm`` of its kept
+  widths (what :func:`jaxmutate.export.export_subnet` builds on).
 
   Attributes:
     use_running_average, axis, momentum, epsilon, dtype, param_dtype,
@@ -127,12 +162,12 @@ class DynamicBatchNorm(nn.Module):
     """
     _check_last_axis(self, self.axis, x.ndim)
     use_running_average = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
+    if is_static_mode():
+      return self._static_call(x, width, use_running_average)
     channels = x.shape[-1]
-    ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), (channels,))
-    ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), (channels,))
-    scale = self.param("scale", self.scale_init, (channels,), self.param_dtype) if self.use_scale else None
-    bias = self.param("bias", self.bias_init, (channels,), self.param_dtype) if self.use_bias else None
+    ra_mean, ra_var, scale, bias = self._variables(channels)
     axis = resolve_axis(width, channels, layer=layer_name(self), argument="width", max_buckets=self.max_buckets)
+    _record_norm(self, width, channels)
     static = self._static(use_running_average)
 
     def make(sizes: tuple[int]) -> Callable[..., Any]:
@@ -153,9 +188,39 @@ class DynamicBatchNorm(nn.Module):
 
       return branch
 
+    if wants_slices(self):
+      concrete_sizes(self, {"width": axis})
+      (b,) = axis.sizes
+      cut = lambda v: take(v, 0, b, channels, axis.order)
+      params = {name: cut(p) for name, p in (("scale", scale), ("bias", bias)) if p is not None}
+      record_slices(self, {"params": params, "batch_stats": {"mean": cut(ra_mean.value), "var": cut(ra_var.value)}})
     y, new_mean, new_var = dispatch([axis], make, x, scale, bias, ra_mean.value, ra_var.value)
     if not use_running_average and not self.is_initializing():
       ra_mean.value, ra_var.value = new_mean, new_var
+    if wants_costs(self):
+      _norm_costs(self, x, axis.kept, BATCH_NORM_MACS)
+    return y
+
+  def _variables(self, channels: int) -> tuple[Any, Any, jax.Array | None, jax.Array | None]:
+    ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), (channels,))
+    ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), (channels,))
+    scale = self.param("scale", self.scale_init, (channels,), self.param_dtype) if self.use_scale else None
+    bias = self.param("bias", self.bias_init, (channels,), self.param_dtype) if self.use_bias else None
+    return ra_mean, ra_var, scale, bias
+
+  def _static_call(self, x: jax.Array, width: WidthLike | None, use_running_average: bool) -> jax.Array:
+    """Static mode: the ``nn.BatchNorm`` of the kept channels."""
+    name = layer_name(self)
+    axis = static_axis(width, x.shape[-1], layer=name, argument="width")
+    x = fit_input(x, axis, layer=name, argument="width")
+    ra_mean, ra_var, scale, bias = self._variables(axis.kept)
+    params = {name: p for name, p in (("scale", scale), ("bias", bias)) if p is not None}
+    stats = {"mean": ra_mean.value, "var": ra_var.value}
+    y, new = _batch_norm_step(self._static(use_running_average), use_running_average, x, params, stats)
+    if not use_running_average and not self.is_initializing():
+      ra_mean.value, ra_var.value = new["mean"], new["var"]
+    if wants_costs(self):
+      _norm_costs(self, x, axis.kept, BATCH_NORM_MACS)
     return y
 
 
@@ -167,6 +232,13 @@ class DynamicLayerNorm(nn.Module):
   feature size). ``ln(x, width)`` computes the mean and variance over the
   kept features, applies their slice of the affine parameters and is exactly
   zero beyond them.
+
+  Like every dynamic layer it also records, at ``init``, the units its
+  widths name (:class:`~jaxmutate.dynamic.LayerChannels`), sows its MACs and
+  parameters when the ``costs`` collection is mutable
+  (:func:`~jaxmutate.dynamic.dynamic_costs`), and in
+  :func:`~jaxmutate.dynamic.static_mode` is the ``nn.LayerNorm`` of its kept
+  widths (what :func:`jaxmutate.export.export_subnet` builds on).
 
   Attributes:
     epsilon, dtype, param_dtype, use_bias, use_scale, bias_init, scale_init,
@@ -205,10 +277,7 @@ class DynamicLayerNorm(nn.Module):
     Returns:
       The normalised ``x``, zero beyond ``width``.
     """
-    features = x.shape[-1]
-    scale = self.param("scale", self.scale_init, (features,), self.param_dtype) if self.use_scale else None
-    bias = self.param("bias", self.bias_init, (features,), self.param_dtype) if self.use_bias else None
-    axis = resolve_axis(width, features, layer=layer_name(self), argument="width", max_buckets=self.max_buckets)
+    name = layer_name(self)
     static = nn.LayerNorm(
       epsilon=self.epsilon,
       dtype=self.dtype,
@@ -218,6 +287,18 @@ class DynamicLayerNorm(nn.Module):
       use_fast_variance=self.use_fast_variance,
       parent=None,
     )
+    if is_static_mode():
+      axis = static_axis(width, x.shape[-1], layer=name, argument="width")
+      x = fit_input(x, axis, layer=name, argument="width")
+      scale, bias = self._variables(axis.kept)
+      params = {name: p for name, p in (("scale", scale), ("bias", bias)) if p is not None}
+      if wants_costs(self):
+        _norm_costs(self, x, axis.kept, LAYER_NORM_MACS)
+      return static.apply({"params": params}, x)
+    features = x.shape[-1]
+    scale, bias = self._variables(features)
+    axis = resolve_axis(width, features, layer=name, argument="width", max_buckets=self.max_buckets)
+    _record_norm(self, width, features)
 
     def make(sizes: tuple[int]) -> Callable[..., jax.Array]:
       (b,) = sizes
@@ -235,7 +316,19 @@ class DynamicLayerNorm(nn.Module):
 
       return branch
 
+    if wants_slices(self):
+      concrete_sizes(self, {"width": axis})
+      (b,) = axis.sizes
+      params = {n: take(p, 0, b, features, axis.order) for n, p in (("scale", scale), ("bias", bias)) if p is not None}
+      record_slices(self, {"params": params})
+    if wants_costs(self):
+      _norm_costs(self, x, axis.kept, LAYER_NORM_MACS)
     return dispatch([axis], make, x, scale, bias)
+
+  def _variables(self, features: int) -> tuple[jax.Array | None, jax.Array | None]:
+    scale = self.param("scale", self.scale_init, (features,), self.param_dtype) if self.use_scale else None
+    bias = self.param("bias", self.bias_init, (features,), self.param_dtype) if self.use_bias else None
+    return scale, bias
 
 
 class _BatchNormVariables(nn.Module):
@@ -278,6 +371,13 @@ class SwitchableBatchNorm(nn.Module):
   candidates (a traced width that is no candidate uses the next larger
   candidate's BatchNorm, masked to the width).
 
+  Like every dynamic layer it also records, at ``init``, the units its
+  widths name (:class:`~jaxmutate.dynamic.LayerChannels`), sows its MACs and
+  parameters when the ``costs`` collection is mutable
+  (:func:`~jaxmutate.dynamic.dynamic_costs`), and in
+  :func:`~jaxmutate.dynamic.static_mode` is the chosen candidate's ``nn.BatchNorm`` of its kept
+  widths (what :func:`jaxmutate.export.export_subnet` builds on).
+
   Attributes:
     candidates: the widths (sorted and de-duplicated; each in
       ``[1, channels]``).
@@ -313,7 +413,7 @@ class SwitchableBatchNorm(nn.Module):
   axis_index_groups: Any = None
   use_fast_variance: bool = True
 
-  def _sorted_candidates(self, channels: int) -> tuple[int, ...]:
+  def _sorted_candidates(self, channels: int | None) -> tuple[int, ...]:
     name = layer_name(self)
     try:
       candidates = tuple(sorted({int(c) for c in self.candidates}))
@@ -323,7 +423,7 @@ class SwitchableBatchNorm(nn.Module):
       ) from None
     if not candidates or any(isinstance(c, (bool, float)) for c in self.candidates):
       raise SearchSpaceError(f"{name}: candidates must be a non-empty tuple of ints, got {self.candidates!r}.")
-    bad = [c for c in candidates if not 1 <= c <= channels]
+    bad = [c for c in candidates if not 1 <= c <= (candidates[-1] if channels is None else channels)]
     if bad:
       raise SearchSpaceError(f"{name}: candidates {bad} are outside [1, {channels}] (the input's channels).")
     return candidates
@@ -366,6 +466,36 @@ class SwitchableBatchNorm(nn.Module):
       return index, None
     return jnp.clip(jnp.asarray(choice).astype(jnp.int32), 0, len(candidates) - 1), None
 
+  def _norm(self, width: int) -> _BatchNormVariables:
+    return _BatchNormVariables(
+      width,
+      self.use_scale,
+      self.use_bias,
+      self.scale_init,
+      self.bias_init,
+      self.param_dtype,
+      name=f"candidate_bn_{width}",
+    )
+
+  def _static_call(self, x: jax.Array, choice: Any, static: nn.BatchNorm, use_running_average: bool) -> jax.Array:
+    """Static mode: only the chosen candidate's BatchNorm (its variables under the same name)."""
+    name = layer_name(self)
+    full = choice.num_channels if isinstance(choice, Width) else None
+    if is_traced(choice.value if isinstance(choice, Width) else choice):
+      raise TracedChoiceError(f"{name}: the choice is traced, but a static subnet has concrete widths.")
+    candidates = self._sorted_candidates(full)
+    index, _ = self._resolve(choice, candidates, full if full is not None else candidates[-1])
+    width = candidates[index]
+    x = fit_input(x, StaticAxis(width, full, None), layer=name, argument="width")
+    norm = self._norm(width)
+    params, stats = norm()
+    y, new = _batch_norm_step(static, use_running_average, x, params, stats)
+    if not use_running_average and not self.is_initializing():
+      norm.store(new)
+    if wants_costs(self):
+      _norm_costs(self, x, width, BATCH_NORM_MACS)
+    return y
+
   @nn.compact
   def __call__(self, x: jax.Array, choice: Any, use_running_average: bool | None = None) -> jax.Array:
     """Normalises the chosen candidate's channels of ``x`` (channels last) with its own BatchNorm.
@@ -379,16 +509,6 @@ class SwitchableBatchNorm(nn.Module):
       The normalised ``x``, zero beyond the chosen width.
     """
     use_running_average = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
-    channels = x.shape[-1]
-    candidates = self._sorted_candidates(channels)
-    norms = [
-      _BatchNormVariables(
-        w, self.use_scale, self.use_bias, self.scale_init, self.bias_init, self.param_dtype, name=f"candidate_bn_{w}"
-      )
-      for w in candidates
-    ]
-    variables = [norm() for norm in norms]
-    index, value = self._resolve(choice, candidates, channels)
     static = nn.BatchNorm(
       use_running_average=use_running_average,
       momentum=self.momentum,
@@ -402,6 +522,18 @@ class SwitchableBatchNorm(nn.Module):
       use_fast_variance=self.use_fast_variance,
       parent=None,
     )
+    if is_static_mode():
+      return self._static_call(x, choice, static, use_running_average)
+    channels = x.shape[-1]
+    candidates = self._sorted_candidates(channels)
+    norms = [self._norm(w) for w in candidates]
+    variables = [norm() for norm in norms]
+    index, value = self._resolve(choice, candidates, channels)
+    if isinstance(choice, Width):
+      _record_norm(self, choice, channels)
+    if wants_costs(self):
+      kept = candidates[index] if isinstance(index, int) else jnp.asarray(candidates, jnp.int32)[index]
+      _norm_costs(self, x, kept if value is None else value, BATCH_NORM_MACS)
 
     def make(i: int) -> Callable[..., Any]:
       w = candidates[i]

@@ -11,6 +11,7 @@ one candidate cheaply under ``vmap``). What a choice means lives in
 from jaxmutate.mutables._base import MUTABLES_COLLECTION as MUTABLES_COLLECTION
 from jaxmutate.mutables._base import BaseMutable as BaseMutable
 from jaxmutate.mutables._base import MutableSpec as MutableSpec
+from jaxmutate.mutables._base import next_definition_order as next_definition_order
 from jaxmutate.mutables._candidates import CandidateMutable as CandidateMutable
 from jaxmutate.mutables._diff_op import DiffMutableModule as DiffMutableModule
 from jaxmutate.mutables._diff_op import DiffMutableOP as DiffMutableOP
@@ -31,6 +32,7 @@ from jaxmutate.mutables._value import MutableValue as MutableValue
 from jaxmutate.mutables._value import OneShotMutableValue as OneShotMutableValue
 
 __all__ = [
+  "next_definition_order",
   "BaseMutable",
   "CandidateMutable",
   "ChoiceRoute",

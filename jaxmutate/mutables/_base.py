@@ -32,6 +32,10 @@ class MutableSpec:
     space: the mutable's :class:`~jaxmutate.spaces.SearchSpace`; mutables
       with equal spaces may share a search group.
     order: the position of the mutable in definition order within its supernet.
+    init_args: the keyword arguments that rebuild the mutable, as
+      ``(name, value)`` pairs in the mutable's order, with tuples for lists (hashable, static), for
+      mutables that define them (channel units: MMRazor's ``init_args``);
+      ``None`` otherwise.
 
   Example:
     >>> import jax, jax.numpy as jnp, flax.linen as nn
@@ -48,6 +52,7 @@ class MutableSpec:
   alias: str | None = flax.struct.field(pytree_node=False)
   space: SearchSpace = flax.struct.field(pytree_node=False)
   order: int = flax.struct.field(pytree_node=False, default=0)
+  init_args: tuple[tuple[str, Any], ...] | None = flax.struct.field(pytree_node=False, default=None)
 
   @property
   def choice_names(self) -> tuple[Any, ...]:
@@ -68,7 +73,23 @@ class MutableSpec:
 _DEFINITION_COUNTERS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
 
-def _next_order(scope: Any) -> int:
+def next_definition_order(scope: Any) -> int:
+  """The next position in definition order within the supernet being initialised (one counter per ``init``).
+
+  Mutables number their specs with it, and dynamic layers their channel
+  records, so mutators can restore definition order after a jitted ``init``
+  has sorted the variable dicts by key.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, flax.linen as nn
+    >>> from jaxmutate.mutables import next_definition_order
+    >>> class Net(nn.Module):
+    ...   @nn.compact
+    ...   def __call__(self, x):
+    ...     return next_definition_order(self.scope), next_definition_order(self.scope)
+    >>> Net().init_with_output(jax.random.key(0), jnp.ones(1))[0]
+    (0, 1)
+  """
   root = scope.root
   order = _DEFINITION_COUNTERS.get(root, 0)
   _DEFINITION_COUNTERS[root] = order + 1
@@ -122,8 +143,18 @@ class BaseMutable(nn.Module):
     if alias is not None and not isinstance(alias, str):
       raise ConfigTypeError(f"Mutable {self.mutable_name!r}: alias must be a str or None, got {alias!r}.")
     if self.is_initializing() and not self.has_variable(MUTABLES_COLLECTION, "spec"):
-      spec = MutableSpec(mutable_type=type(self), alias=alias, space=self.space, order=_next_order(self.scope))
+      spec = MutableSpec(
+        mutable_type=type(self),
+        alias=alias,
+        space=self.space,
+        order=next_definition_order(self.scope),
+        init_args=self._spec_init_args(),
+      )
       self.put_variable(MUTABLES_COLLECTION, "spec", spec)
+
+  def _spec_init_args(self) -> tuple[tuple[str, Any], ...] | None:
+    """The spec's ``init_args`` (see :class:`MutableSpec`); ``None`` unless a subclass defines them."""
+    return None
 
   def _read_choice(self, choices: Mapping[str, Any] | None) -> Any:
     """This mutable's raw entry of ``choices``."""

@@ -6,6 +6,17 @@ time a candidate is either called directly (a concrete choice: the network is
 exactly the chosen candidates) or applied functionally inside a
 :func:`~jaxmutate.mutables.switch` (a traced choice: the compiled program pays
 for one candidate).
+
+Two conventions reach every mutable through its ``choices``:
+
+- **Fixed subnets.** Choices that carry the attribute ``fixed_subnet = True``
+  (:class:`jaxmutate.export.FixedChoices`, what an exported static network
+  passes) make each mutable its chosen candidate(s) only, at ``init`` too:
+  only their variables are created and no spec is recorded.
+- **Costs.** With a traced choice the candidates run functionally; when the
+  ``costs`` collection (:data:`jaxmutate.dynamic.COSTS_COLLECTION`) is
+  mutable, the chosen candidate's summed ``macs``/``params`` are sown under
+  the mutable's own path, so costs stay jittable through op choices.
 """
 
 from __future__ import annotations
@@ -22,6 +33,35 @@ from jaxmutate.errors import ConfigTypeError, SearchSpaceError
 from jaxmutate.mutables._base import MUTABLES_COLLECTION, BaseMutable
 from jaxmutate.mutables._dispatch import switch
 from jaxmutate.spaces import is_traced
+
+# The name of jaxmutate.dynamic.COSTS_COLLECTION (a higher layer) and of the
+# costs dynamic layers sow into it.
+COSTS_COLLECTION = "costs"
+_COST_NAMES = ("macs", "params")
+
+
+def is_fixed_subnet(choices: Any) -> bool:
+  """Whether ``choices`` belong to a fixed (exported) subnet: they carry ``fixed_subnet = True``."""
+  return getattr(choices, "fixed_subnet", False) is True
+
+
+def record_spec(mutable: BaseMutable, choices: Any) -> None:
+  """Records the mutable's spec at ``init``, except in a fixed subnet (which has no search space left)."""
+  if not is_fixed_subnet(choices):
+    mutable._record_spec()
+
+
+def summed_costs(costs: Any) -> dict[str, jax.Array]:
+  """``{"macs": ..., "params": ...}``: a ``costs`` collection summed by name (float32 scalars).
+
+  The same sum as :func:`jaxmutate.dynamic.sum_costs`, which this lower layer cannot import.
+  """
+  totals = {name: jnp.zeros((), jnp.float32) for name in _COST_NAMES}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(costs):
+    names = [p.key for p in path if isinstance(p, jax.tree_util.DictKey)]
+    if names and names[-1] in totals:
+      totals[names[-1]] = totals[names[-1]] + jnp.asarray(leaf, jnp.float32)
+  return totals
 
 
 def check_candidates(owner: str, candidates: Any, what: str = "candidates") -> dict[str, Any]:
@@ -125,26 +165,32 @@ def run_candidate_functionally(
   x: Any,
   nested_choices: Any,
   kwargs: Mapping[str, Any],
-) -> tuple[Any, dict[str, Any]]:
+  costs: bool = False,
+) -> tuple[Any, dict[str, Any], dict[str, jax.Array] | None]:
   """Runs one candidate as a pure function of the mutable's variables.
 
-  Returns the output and every mutable collection of the mutable's scope, with
-  this candidate's part updated: all branches of a switch must return the same
-  structure.
+  Returns the output, every mutable collection of the mutable's scope with
+  this candidate's part updated (all branches of a switch must return the
+  same structure), and with ``costs`` the candidate's summed costs (zeros for
+  a candidate that sows none), else ``None``.
   """
   updated = {col: dict(variables[col]) for col in mutable_collections}
+  zero_costs = summed_costs({}) if costs else None
   if not isinstance(candidate, nn.Module):
-    return candidate(x, **kwargs), updated
+    return candidate(x, **kwargs), updated, zero_costs
   own = {col: tree[name] for col, tree in variables.items() if name in tree}
   args = (x, nested_choices) if isinstance(candidate, BaseMutable) else (x,)
   own_mutable = [col for col in mutable_collections if col in own]
+  if costs:
+    own_mutable.append(COSTS_COLLECTION)
   if own_mutable:
     out, new_state = candidate.apply(own, *args, rngs=rngs, mutable=own_mutable, **kwargs)
     for col in own_mutable:
-      updated[col][name] = new_state[col]
+      if col != COSTS_COLLECTION:
+        updated[col][name] = new_state[col]
   else:
-    out = candidate.apply(own, *args, rngs=rngs, **kwargs)
-  return out, updated
+    out, new_state = candidate.apply(own, *args, rngs=rngs, **kwargs), {}
+  return out, updated, summed_costs(new_state.get(COSTS_COLLECTION, {})) if costs else None
 
 
 def nested_choices(full_name: str, choices: Mapping[str, Any]) -> dict[str, Any]:
@@ -243,8 +289,11 @@ class CandidateMutable(BaseMutable):
       return call_candidate(chosen, x, choices, call_kwargs(chosen, kwargs))
 
     unbound = unbound_candidates(candidates)
-    variables = {col: tree for col, tree in self.variables.items() if col != MUTABLES_COLLECTION}
+    variables = {
+      col: tree for col, tree in self.variables.items() if col not in (MUTABLES_COLLECTION, COSTS_COLLECTION)
+    }
     mutable_collections = [col for col in variables if self.is_mutable_collection(col)]
+    costs = not self.is_initializing() and self.is_mutable_collection(COSTS_COLLECTION)
     rngs = {stream: self.make_rng(stream) for stream in self.scope.rngs}
     base = f"{self.mutable_name}." if self.mutable_name else ""
     nested = {name: nested_choices(base + name, choices) for name in names}
@@ -257,14 +306,19 @@ class CandidateMutable(BaseMutable):
       def run(variables, rngs, inputs, nested):
         x = inputs if shared else inputs[position]
         return run_candidate_functionally(
-          candidate, name, variables, mutable_collections, rngs, x, nested[name], candidate_kwargs
+          candidate, name, variables, mutable_collections, rngs, x, nested[name], candidate_kwargs, costs
         )
 
       return run
 
     operands = inputs[0] if shared else list(inputs)
-    out, updated = switch(index, [branch(i) for i in range(len(names))], variables, rngs, operands, nested)
+    out, updated, chosen_costs = switch(
+      index, [branch(i) for i in range(len(names))], variables, rngs, operands, nested
+    )
     for col, tree in updated.items():
       for name, value in tree.items():
         self.put_variable(col, name, value)
+    if chosen_costs is not None:
+      for cost, value in chosen_costs.items():
+        self.sow(COSTS_COLLECTION, cost, value)
     return out

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmutate.errors import ConfigError
-from jaxmutate.mutables._candidates import CandidateMutable, same_structure, tree_sum
+from jaxmutate.mutables._candidates import CandidateMutable, is_fixed_subnet, record_spec, same_structure, tree_sum
 from jaxmutate.mutables._gumbel import GUMBEL_RNG, check_temperature, gumbel_softmax
 from jaxmutate.registry import MODELS
 from jaxmutate.spaces import LogitSpace
@@ -120,7 +120,7 @@ class DiffMutableModule(CandidateMutable):
   def _forward(self, x: Any, choices: Any, tau: Any, kwargs: Mapping[str, Any], mix: Any) -> Any:
     """Shared by the ops: init, discrete choices, then ``mix(logits)`` for logits."""
     choice = None if self.is_initializing() and choices is None else self._checked_choice(choices)
-    if self.is_initializing():
+    if self.is_initializing() and not (is_fixed_subnet(choices) and self.space.is_discrete(choice)):
       return self._init_outputs(x, choice, choices, kwargs, tau)
     if self.space.is_discrete(choice):
       return self._run_chosen(choice, [x], choices, kwargs, self._call_kwargs(tau))
@@ -162,7 +162,7 @@ class DiffMutableOP(DiffMutableModule):
 
   @nn.compact
   def __call__(self, x: Any, choices: Mapping[str, Any] | None = None, tau: Any = None, **kwargs: Any) -> Any:
-    self._record_spec()
+    record_spec(self, choices)
 
     def mix(logits: jax.Array) -> Any:
       outputs = self._call_all([x] * len(self.choice_names), choices, kwargs, self._call_kwargs(tau))
@@ -216,7 +216,7 @@ class GumbelMutableOP(DiffMutableOP):
 
   @nn.compact
   def __call__(self, x: Any, choices: Mapping[str, Any] | None = None, tau: Any = None, **kwargs: Any) -> Any:
-    self._record_spec()
+    record_spec(self, choices)
     self._no_direct_weights()
     tau = check_temperature(self._owner, self.tau if tau is None else tau)
 
@@ -268,7 +268,7 @@ class OneHotMutableOP(DiffMutableOP):
 
   @nn.compact
   def __call__(self, x: Any, choices: Mapping[str, Any] | None = None, tau: Any = None, **kwargs: Any) -> Any:
-    self._record_spec()
+    record_spec(self, choices)
     self._no_direct_weights()
 
     def mix(logits: jax.Array) -> Any:

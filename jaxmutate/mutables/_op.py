@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmutate.errors import SearchSpaceError
-from jaxmutate.mutables._candidates import CandidateMutable, same_structure, tree_sum
+from jaxmutate.mutables._candidates import CandidateMutable, is_fixed_subnet, record_spec, same_structure, tree_sum
 from jaxmutate.registry import MODELS
 from jaxmutate.spaces import IndexSpace
 
@@ -37,15 +37,15 @@ class OneShotMutableModule(CandidateMutable):
 
   @nn.compact
   def __call__(self, x: Any, choices: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
-    self._record_spec()
-    if self.is_initializing():
+    record_spec(self, choices)
+    if self.is_initializing() and not is_fixed_subnet(choices):
       outputs = self._call_all([x] * len(self.choice_names), choices, kwargs, lambda c, kw: dict(kw))
       same_structure(self._owner, outputs)
       if choices is None:
         return tree_sum(list(outputs.values()))
       index = self._checked_choice(choices)
       return jax.tree.map(lambda *outs: jnp.stack(outs)[index], *outputs.values())
-    # Concrete: exactly the chosen candidate. Traced: a switch that runs one.
+    # Concrete: exactly the chosen candidate (in a fixed subnet, at init too). Traced: a switch that runs one.
     return self._run_chosen(self._checked_choice(choices), [x], choices, kwargs)
 
 

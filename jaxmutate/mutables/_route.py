@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmutate.errors import ChoiceError, SearchSpaceError
-from jaxmutate.mutables._candidates import same_structure, tree_sum
+from jaxmutate.mutables._candidates import is_fixed_subnet, record_spec, same_structure, tree_sum
 from jaxmutate.mutables._diff_op import DiffMutableModule, scale, weighted_sum
 from jaxmutate.mutables._gumbel import check_temperature, gumbel_softmax
 from jaxmutate.registry import MODELS
@@ -71,9 +71,10 @@ class ChoiceRoute(DiffMutableModule):
 
   def _route(self, xs: Sequence[Any], choices: Any, tau: Any, kwargs: Mapping[str, Any], mix: Any) -> Any:
     self._check_inputs(xs)
-    self._record_spec()
+    record_spec(self, choices)
     choice = None if self.is_initializing() and choices is None else self._checked_choice(choices)
-    if self.is_initializing():
+    # A fixed subnet's discrete choice runs (and, at init, creates) only its edges.
+    if self.is_initializing() and not (is_fixed_subnet(choices) and self.space.is_discrete(choice)):
       outputs = self._call_all(list(xs), choices, kwargs, self._call_kwargs(tau))
       same_structure(self._owner, outputs)
       if choice is None:

@@ -12,16 +12,18 @@ import numpy as np
 
 from jaxmutate.errors import ConfigTypeError, SearchSpaceError
 from jaxmutate.mutables._base import BaseMutable
+from jaxmutate.mutables._candidates import record_spec
 from jaxmutate.registry import MODELS
-from jaxmutate.spaces import ValueSpace
+from jaxmutate.spaces import ValueSpace, is_traced
 
 
 @MODELS.register_module()
 class MutableValue(BaseMutable):
   """A choice among values, given as an int32 index into ``value_list``.
 
-  ``value(choices)`` returns the chosen value as an array (traced under
-  ``jit``): use it arithmetically or as a mask, not as a shape. At ``init`` with
+  ``value(choices)`` returns the chosen value: a traced array for a traced
+  choice (use it arithmetically or as a mask, not as a shape), a NumPy scalar
+  (a constant, even under ``jit``) for a concrete one. At ``init`` with
   ``choices=None`` it returns the default value.
 
   Attributes:
@@ -84,13 +86,17 @@ class MutableValue(BaseMutable):
 
   @nn.compact
   def __call__(self, choices: Mapping[str, Any] | None = None) -> jax.Array:
-    self._record_spec()
+    record_spec(self, choices)
     values = self.choices
     table = jnp.asarray(values)
     if self.is_initializing() and choices is None:
       return table[self.default_index]
-    # A concrete index stays a NumPy int, so the value is a constant of the trace.
-    return table[self._checked_choice(choices)]
+    index = self._checked_choice(choices)
+    if not is_traced(index):
+      # A NumPy value: a constant even inside jit, so a concrete choice gives
+      # concrete widths and shapes downstream (a derived channel count).
+      return np.asarray(values, table.dtype)[int(index)]
+    return table[index]
 
 
 @MODELS.register_module()

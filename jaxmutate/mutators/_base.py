@@ -11,6 +11,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from jaxmutate.channels import UnitChannels
 from jaxmutate.errors import (
   ChoiceError,
   ChoiceTypeError,
@@ -26,6 +27,7 @@ from jaxmutate.errors import (
 )
 from jaxmutate.mutables import MutableSpec
 from jaxmutate.mutators._grouping import build_search_groups, collect_specs, normalize_custom_group
+from jaxmutate.mutators._units import collect_layer_channels, relate_units, unit_display_name, units_as_fix_subnet
 from jaxmutate.spaces import SearchSpace, is_traced
 from jaxmutate.typing import Choices, FixSubnet, GroupChoices, PRNGKey, Variables
 
@@ -82,6 +84,11 @@ class ModuleMutator(BaseMutator):
 
   Attributes:
     custom_group: lists of mutable names and/or aliases that share a choice.
+    unordered: what max/min subnets do with groups whose choices have no
+      order (op candidates, routes): ``"error"`` (default) raises;
+      ``"random"`` draws them from the key, so a space of ops and widths has
+      max/min subnets (widest widths, largest values, random ops: the
+      BigNAS sandwich over such a space).
 
   Example:
     >>> import jax, jax.numpy as jnp, flax.linen as nn
@@ -109,11 +116,15 @@ class ModuleMutator(BaseMutator):
   custom_group: tuple[tuple[str, ...], ...] | None = flax.struct.field(pytree_node=False, default=None)
   specs: tuple[tuple[str, MutableSpec], ...] | None = flax.struct.field(pytree_node=False, default=None)
   groups: tuple[tuple[str, ...], ...] | None = flax.struct.field(pytree_node=False, default=None)
+  unit_channels: tuple[tuple[str, UnitChannels], ...] | None = flax.struct.field(pytree_node=False, default=None)
+  unordered: str = flax.struct.field(pytree_node=False, default="error")
 
   mutable_class_type: ClassVar[type | tuple[type, ...]]
 
   def __post_init__(self) -> None:
     object.__setattr__(self, "custom_group", normalize_custom_group(self.custom_group))
+    if self.unordered not in ("error", "random"):
+      raise ConfigError(f"{type(self).__name__}: unordered must be 'error' or 'random', got {self.unordered!r}.")
     if not hasattr(type(self), "mutable_class_type"):
       raise ConfigTypeError(f"{type(self).__name__} must define mutable_class_type (the mutables it manages).")
 
@@ -133,17 +144,27 @@ class ModuleMutator(BaseMutator):
       SearchSpaceError: no mutable of the managed type was found, or the
         grouping is invalid (see :func:`build_search_groups`).
     """
-    specs = tuple(
-      (name, spec) for name, spec in collect_specs(variables) if issubclass(spec.mutable_type, self.mutable_class_type)
-    )
+    found = collect_specs(variables)
+    specs = tuple((name, spec) for name, spec in found if self._manages(spec))
     if not specs:
-      managed = self.mutable_class_type
-      managed = managed if isinstance(managed, tuple) else (managed,)
+      managed = self._managed_types()
+      present = sorted({spec.mutable_type.__name__ for _, spec in found})
       raise SearchSpaceError(
-        f"{type(self).__name__} found no mutable of type {[m.__name__ for m in managed]} in the supernet."
+        f"{type(self).__name__} found no mutable of type {[m.__name__ for m in managed]} in the supernet "
+        f"(it has {present or 'no mutables'})."
       )
-    groups = build_search_groups(specs, self.custom_group)
-    return self.replace(specs=specs, groups=groups)
+    relations = relate_units(specs, collect_layer_channels(variables))
+    display = {name: unit_display_name(name, spec, relations[name]) for name, spec in specs if name in relations}
+    groups = build_search_groups(specs, _translate_unit_names(self.custom_group, display))
+    return self.replace(specs=specs, groups=groups, unit_channels=tuple(relations.items()))
+
+  def _managed_types(self) -> tuple[type, ...]:
+    managed = self.mutable_class_type
+    return managed if isinstance(managed, tuple) else (managed,)
+
+  def _manages(self, spec: MutableSpec) -> bool:
+    """Whether this mutator manages the mutable of ``spec`` (by default: its type is ``mutable_class_type``)."""
+    return issubclass(spec.mutable_type, self._managed_types())
 
   def _require_prepared(self) -> tuple[tuple[str, ...], ...]:
     if self.groups is None:
@@ -168,6 +189,14 @@ class ModuleMutator(BaseMutator):
     self._require_prepared()
     return dict(self.specs)
 
+  def display_name(self, name: str) -> str:
+    """The name subnet files use for mutable ``name``: MMRazor's unit name for a channel unit, else ``name``."""
+    self._require_prepared()
+    relations = dict(self.unit_channels or ())
+    if name in relations:
+      return unit_display_name(name, self.name_to_spec[name], relations[name])
+    return name
+
   def group_spec(self, group: int) -> MutableSpec:
     """The spec shared by the mutables of ``group`` (its first member's)."""
     return self.name_to_spec[self.search_groups[group][0]]
@@ -179,19 +208,20 @@ class ModuleMutator(BaseMutator):
   def group_key(self, group: int) -> str:
     """A readable key for ``group``: its alias, or its first mutable's name."""
     spec = self.group_spec(group)
-    return spec.alias if spec.alias is not None else self.search_groups[group][0]
+    return spec.alias if spec.alias is not None else self.display_name(self.search_groups[group][0])
 
   # Choices ---------------------------------------------------------------
 
   def _sample_group(self, group: int, key: PRNGKey, kind: str) -> jax.Array:
     space = self.group_space(group)
-    if kind == "random":
+    if kind == "random" or (self.unordered == "random" and not space.ordered):
       return space.sample(key)
     try:
       return space.max() if kind == "max" else space.min()
     except SearchSpaceError as error:
       raise SearchSpaceError(
-        f"sample_choices(kind={kind!r}): group {group} ({self.group_key(group)!r}): {error}"
+        f"sample_choices(kind={kind!r}): group {group} ({self.group_key(group)!r}): {error} Give the mutator "
+        "unordered='random' to draw such groups at random in max/min subnets (a sandwich over ops and widths)."
       ) from None
 
   def sample_choices(self, key: PRNGKey, kind: str = "random") -> GroupChoices:
@@ -300,10 +330,22 @@ class ModuleMutator(BaseMutator):
     keys: list[str] = []
     for name in groups[group]:
       alias = self.name_to_spec[name].alias
-      key = alias if alias is not None and alias_groups[alias] == {group} else name
+      key = alias if alias is not None and alias_groups[alias] == {group} else self.display_name(name)
       if key not in keys:
         keys.append(key)
     return keys
+
+  def _subnet_by_export_key(self, fix_subnet: Mapping[str, Any]) -> dict[str, Any]:
+    """Renames entries keyed by a channel unit's mutable name to its file name (both are accepted)."""
+    renamed: dict[str, Any] = {}
+    for key, entry in fix_subnet.items():
+      name = key
+      if self.unit_channels and key in dict(self.unit_channels) and self.name_to_spec[key].alias is None:
+        name = self.display_name(key)
+        if name != key and name in fix_subnet:
+          raise SubnetFileError(f"Subnet names unit {name!r} twice: as {name!r} and by its module path {key!r}.")
+      renamed[name] = entry
+    return renamed
 
   def export_fix_subnet(self, group_choices: Mapping[int, Any]) -> FixSubnet:
     """Writes a subnet in MMRazor's layout: ``{alias or name: {"chosen": v}}``.
@@ -347,6 +389,7 @@ class ModuleMutator(BaseMutator):
       raise SubnetFileTypeError(
         f"load_fix_subnet expects a mapping of name -> {{'chosen': value}}, got {type(fix_subnet).__name__}."
       )
+    fix_subnet = self._subnet_by_export_key(units_as_fix_subnet(fix_subnet))
     expected = [key for group in self.search_groups for key in self._export_keys(group)]
     unknown = [key for key in fix_subnet if key not in expected]
     if unknown:
@@ -368,3 +411,13 @@ class ModuleMutator(BaseMutator):
           raise SubnetFileError(f"Subnet entries {first_key!r} and {key!r} share search group {group} but disagree.")
       group_choices[group] = first
     return group_choices
+
+
+def _translate_unit_names(
+  custom_group: tuple[tuple[str, ...], ...] | None, display: Mapping[str, str]
+) -> tuple[tuple[str, ...], ...] | None:
+  """Lets ``custom_group`` name channel units by their MMRazor names as well as their module paths."""
+  if custom_group is None:
+    return None
+  by_display = {shown: name for name, shown in display.items() if shown != name}
+  return tuple(tuple(by_display.get(key, key) for key in entry) for entry in custom_group)

@@ -9,14 +9,18 @@ returns a :class:`SearchResult` that ``jaxmutate search`` writes out.
 Layout: ``_base`` (:class:`SearchResult`, the :class:`SearchAlgorithm`
 protocol), ``_loop`` (:func:`train_loop`, the one supervised training loop),
 ``spos`` (:class:`SPOS`, supernet training and subnet retraining), ``darts``
-(:class:`DARTS`, the search loop and the derived network's retraining) and
-``plots`` (:func:`plot_arch_weights`).
+(:class:`DARTS`, the search loop and the derived network's retraining),
+``autoslim`` (:class:`AutoSlim` and :class:`SlimmableNetwork`: width search,
+exports and the accuracy–FLOPs plot) and ``plots`` (:func:`plot_arch_weights`).
 """
 
 from jaxmutate.runners._base import SearchAlgorithm as SearchAlgorithm
 from jaxmutate.runners._base import SearchResult as SearchResult
 from jaxmutate.runners._base import load_data as load_data
 from jaxmutate.runners._loop import train_loop as train_loop
+from jaxmutate.runners.autoslim import AutoSlim as AutoSlim
+from jaxmutate.runners.autoslim import SlimmableNetwork as SlimmableNetwork
+from jaxmutate.runners.autoslim import plot_width_search as plot_width_search
 from jaxmutate.runners.darts import DARTS as DARTS
 from jaxmutate.runners.darts import retrain_derived_network as retrain_derived_network
 from jaxmutate.runners.plots import plot_arch_weights as plot_arch_weights
@@ -25,13 +29,16 @@ from jaxmutate.runners.spos import retrain_subnet as retrain_subnet
 from jaxmutate.runners.spos import train_supernet as train_supernet
 
 __all__ = [
+  "AutoSlim",
   "DARTS",
   "load_data",
   "plot_arch_weights",
+  "plot_width_search",
   "retrain_derived_network",
   "retrain_subnet",
   "SearchAlgorithm",
   "SearchResult",
+  "SlimmableNetwork",
   "SPOS",
   "train_loop",
   "train_supernet",
