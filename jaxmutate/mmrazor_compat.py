@@ -69,6 +69,23 @@ TYPE_MAP: dict[str, str] = {
   "Identity": "Identity",
   # search loops
   "EvolutionSearchLoop": "EvolutionSearchLoop",
+  "AutoSlimGreedySearchLoop": "AutoSlimGreedySearchLoop",
+  # channels: algorithms, mutators, units, dynamic layers and searchable backbones
+  "AutoSlim": "AutoSlim",
+  "SlimmableNetwork": "SlimmableNetwork",
+  "ChannelMutator": "ChannelMutator",
+  "OneShotChannelMutator": "OneShotChannelMutator",
+  "SlimmableChannelMutator": "SlimmableChannelMutator",
+  "SequentialMutableChannelUnit": "SequentialMutableChannelUnit",
+  "OneShotMutableChannelUnit": "OneShotMutableChannelUnit",
+  "SlimmableChannelUnit": "SlimmableChannelUnit",
+  "L1MutableChannelUnit": "L1MutableChannelUnit",
+  "DynamicConv2d": "DynamicConv",
+  "DynamicLinear": "DynamicDense",
+  "DynamicBatchNorm2d": "DynamicBatchNorm",
+  "DynamicLayerNorm": "DynamicLayerNorm",
+  "SwitchableBatchNorm2d": "SwitchableBatchNorm",
+  "SearchableMobileNetV2": "SearchableMobileNetV2",
 }
 """MMRazor type name → the jaxmutate ``MODELS`` name it builds."""
 

@@ -34,6 +34,7 @@ import numpy as np
 from jaxmutate.algorithms import (
   TrainState,
   build_optimizer,
+  calibrate_batch_stats,
   init_train_state,
   make_calibrated_scorer,
   make_sandwich_train_step,
@@ -142,12 +143,15 @@ class _WidthRunner:
 
     return mflops
 
-  def _scorers(self, mutator: Any, data: Dataset, calibrate: int, batch_size: int) -> tuple[Any, Any]:
-    calibration = None
-    if calibrate > 0:
-      count = max(1, min(calibrate, len(data.train.images)) // batch_size)
-      images = np.asarray(data.train.images[: count * batch_size])
-      calibration = jnp.asarray(images.reshape((count, batch_size) + images.shape[1:]))
+  def _calibration(self, data: Dataset, calibrate: int, batch_size: int) -> jax.Array | None:
+    """``calibrate`` training images as stacked batches ``[N, B, ...]`` (``None`` for 0: keep the running statistics)."""
+    if calibrate <= 0:
+      return None
+    count = max(1, min(calibrate, len(data.train.images)) // batch_size)
+    images = np.asarray(data.train.images[: count * batch_size])
+    return jnp.asarray(images.reshape((count, batch_size) + images.shape[1:]))
+
+  def _scorers(self, mutator: Any, data: Dataset, calibration: jax.Array | None) -> tuple[Any, Any]:
     val = make_calibrated_scorer(
       self.architecture, mutator, calibration, jnp.asarray(data.val.images), jnp.asarray(data.val.labels)
     )
@@ -165,12 +169,19 @@ class _WidthRunner:
     state: TrainState,
     variables: Mapping[str, Any],
     data: Dataset,
+    calibration: jax.Array | None,
   ) -> dict[str, Any]:
-    """Writes the subnet file and the static network with its sliced (BN-recalibrated) weights."""
+    """Writes the subnet file and the static network with its sliced weights and, with calibration images,
+    the BatchNorm statistics recalibrated for this subnet (the ones it was rated with)."""
     fix_subnet = mutator.export_fix_subnet(group_choices)
     save_fix_subnet(fix_subnet, work_dir / f"subnet_{label}.yaml")
-    supernet = {**variables, "params": state.params, "batch_stats": state.batch_stats}
     choices = {k: np.asarray(v) for k, v in mutator.set_choices(group_choices).items()}
+    batch_stats = state.batch_stats
+    if calibration is not None and jax.tree.leaves(batch_stats):
+      batch_stats = jax.jit(calibrate_batch_stats, static_argnums=0)(
+        self.architecture, state.params, batch_stats, choices, calibration
+      )
+    supernet = {**variables, "params": state.params, "batch_stats": batch_stats}
     static_model, static_variables = export_subnet(
       self.architecture, supernet, choices, jnp.asarray(data.train.images[:1])
     )
@@ -297,7 +308,8 @@ class AutoSlim(_WidthRunner):
     timings["supernet_train_s"] = time.perf_counter() - start
 
     cost_fn = self._cost_fn(state, variables, mutator, data)
-    val_scorer, test_scorer = self._scorers(mutator, data, cfg["calibrate"], train["batch_size"])
+    calibration = self._calibration(data, cfg["calibrate"], train["batch_size"])
+    val_scorer, test_scorer = self._scorers(mutator, data, calibration)
     if score_key == "loss":
       val_scorer = make_calibrated_scorer(
         self.architecture,
@@ -332,7 +344,7 @@ class AutoSlim(_WidthRunner):
         "test_accuracy": float(test_accuracy),
         "fix_subnet": mutator.export_fix_subnet(subnet.group_choices),
       }
-      report.update(self._export(work_dir, label, mutator, subnet.group_choices, state, variables, data))
+      report.update(self._export(work_dir, label, mutator, subnet.group_choices, state, variables, data, calibration))
       within = [i for i, c in enumerate(uniform_costs) if c <= subnet.cost + 1e-6]
       if within:
         i = max(within, key=lambda j: uniform_costs[j])
@@ -483,7 +495,8 @@ class SlimmableNetwork(_WidthRunner):
     )
     timings["train_s"] = time.perf_counter() - start
     cost_fn = self._cost_fn(state, variables, mutator, data)
-    _, test_scorer = self._scorers(mutator, data, cfg["calibrate"], train["batch_size"])
+    calibration = self._calibration(data, cfg["calibrate"], train["batch_size"])
+    _, test_scorer = self._scorers(mutator, data, calibration)
     population = _population(subnets)
     costs = np.asarray(jax.jit(jax.vmap(cost_fn))(population))
     test = np.asarray(test_scorer(state, population))
@@ -492,7 +505,7 @@ class SlimmableNetwork(_WidthRunner):
       label = f"{costs[i]:.3f}MFLOPs"
       report = {"index": i, "mflops": float(costs[i]), "test_accuracy": float(test[i])}
       report["fix_subnet"] = mutator.export_fix_subnet(group_choices)
-      report.update(self._export(work_dir, label, mutator, group_choices, state, variables, data))
+      report.update(self._export(work_dir, label, mutator, group_choices, state, variables, data, calibration))
       if cfg["retrain"]["epochs"] > 0:
         retrained = retrain_subnet(
           self.architecture, mutator.set_choices(group_choices), data, cfg["retrain"], retrain_key, progress
