@@ -445,6 +445,7 @@ def run(batch: int, resolution: int, rounds: int, warmup: int, num_configs: int,
     "distinct_configurations_in_one_call": int(len({tuple(r) for r in np.stack(list(drawn.values()), 1).tolist()})),
   }
 
+  result["targets"] = targets(result)
   result.update(
     sizes={"batch": batch, "resolution": resolution, "rounds": rounds, "warmup": warmup},
     load_average={"start": load_start, "end": os.getloadavg()},
@@ -452,6 +453,27 @@ def run(batch: int, resolution: int, rounds: int, warmup: int, num_configs: int,
     machine=machine_info(),
   )
   return result
+
+
+def targets(result: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+  """Issue 9's targets, each with the measured figure and whether it is met."""
+  out: dict[str, dict[str, Any]] = {}
+  for section in ("forward", "train_step"):
+    t = result[section]["timings"]
+    out[f"{section}_min"] = {"target": 0.19, "ratio": t["traced_min"]["ratio"]}
+    for n in (k for k in t if k.startswith("traced_sampled")):
+      out[f"{section}_{n.removeprefix('traced_')}"] = {"target": 0.49, "ratio": t[n]["ratio"]}
+  out["sandwich_vs_max_step"] = {"target": 2.2, "ratio": result["sandwich"]["timings"]["sandwich"]["ratio"]}
+  for n, e in result["export"].items():
+    out[f"export_{n}_vs_hand_written"] = {"target": 1.05, "ratio": e["ratio"]}
+  for entry in out.values():
+    entry["met"] = bool(entry["ratio"] <= entry["target"])
+  r = result["recompilation"]
+  out["one_compile_for_every_width"] = {
+    "met": bool(r["forward_executables"] == r["train_step_executables"] == r["sandwich_executables"] == 1)
+    and r["forward_traces"] == r["train_step_traces"] == 1
+  }
+  return out
 
 
 def report(result: dict[str, Any]) -> None:
@@ -474,6 +496,7 @@ def report(result: dict[str, Any]) -> None:
     f"[sampling] 10,000 configs: {s['median_ms_per_call']:.2f} ms per call, {s['median_us_per_configuration']:.3f} us each"
   )
   print("[units]", result["units"])
+  print("[targets]", {n: t["met"] for n, t in result["targets"].items()})
   print("[load]", result["load_average"])
 
 
@@ -482,11 +505,13 @@ def main() -> None:
   parser.add_argument("--quick", action="store_true", help="tiny shapes and rounds (smoke run)")
   parser.add_argument("--out", default=None, help="JSON path (default results/channels.json; --quick: none)")
   parser.add_argument("--rounds", type=int, default=None)
+  parser.add_argument("--batch", type=int, default=None, help="default 256 (--quick: 8)")
+  parser.add_argument("--resolution", type=int, default=None, help="default 32 (--quick: 8)")
   args = parser.parse_args()
   if args.quick:
-    result = run(8, 8, args.rounds or 3, 1, 3, 3)
+    result = run(args.batch or 8, args.resolution or 8, args.rounds or 3, 1, 3, 3)
   else:
-    result = run(256, 32, args.rounds or 9, 2, 20, 20)
+    result = run(args.batch or 256, args.resolution or 32, args.rounds or 9, 2, 20, 20)
   report(result)
   out = args.out or (None if args.quick else str(Path(__file__).parent / "results" / "channels.json"))
   if out:

@@ -4,11 +4,14 @@ Usage::
 
   jaxmutate search CONFIG [--work-dir DIR] [--seed N] [--cfg-options k=v ...] [--no-progress]
   jaxmutate demo [--work-dir DIR] [--seed N] [--cfg-options k=v ...] [--no-progress]
+  jaxmutate check CONFIG [--cfg-options k=v ...]
 
 ``CONFIG`` is a Python file of dicts (``model = dict(type="SPOS", ...)``); a
 path that does not exist but names a file in the package's ``configs/``
 (e.g. ``configs/spos_digits.py``) is taken from there. The run writes
-``DIR/best_fix_subnet.yaml`` and ``DIR/summary.json``.
+``DIR/best_fix_subnet.yaml`` and ``DIR/summary.json``. ``check`` validates a
+config without running it (the model and mutator are built, every key is
+checked) and prints the resolved config.
 """
 
 from __future__ import annotations
@@ -41,17 +44,15 @@ def resolve_config(path: str) -> Path:
   raise FileNotFoundError(f"Config {path!r} not found (nor in the packaged configs: {available}).")
 
 
-def run_search(
-  config_path: Path, work_dir: Path, seed: int, cfg_options: Sequence[str], progress: bool
-) -> dict[str, Any]:
-  """Runs the algorithm a config describes and writes its outputs.
+def build_algorithm(config_path: Path, cfg_options: Sequence[str]) -> tuple[dict[str, Any], Any]:
+  """Loads a config (with ``--cfg-options``) and builds its search runner, checking the whole config.
 
   Returns:
-    The summary written to ``summary.json``.
+    ``(config, algorithm)``.
 
   Raises:
     KeyError: the config has no ``model`` dict (the same error as a config
-      dict without ``type``).
+      dict without ``type``), or an unknown key anywhere (a ``ConfigKeyError``).
     ConfigTypeError: (a ``TypeError``) the model is not a search runner.
   """
   import jaxmutate as jm
@@ -70,8 +71,26 @@ def run_search(
   if not isinstance(algorithm, SearchAlgorithm):
     raise ConfigTypeError(
       f"Config model type {config['model'].get('type')!r} built a {type(algorithm).__name__}, which has no run() "
-      "method; use a search runner type such as 'SPOS' or 'DARTS'."
+      "method; use a search runner type such as 'SPOS', 'DARTS' or 'AutoSlim'."
     )
+  algorithm.check_config(config)
+  return config, algorithm
+
+
+def run_search(
+  config_path: Path, work_dir: Path, seed: int, cfg_options: Sequence[str], progress: bool
+) -> dict[str, Any]:
+  """Runs the algorithm a config describes and writes its outputs.
+
+  Returns:
+    The summary written to ``summary.json``.
+
+  Raises:
+    KeyError, ConfigTypeError: as :func:`build_algorithm`.
+  """
+  import jaxmutate as jm
+
+  config, algorithm = build_algorithm(config_path, cfg_options)
   work_dir.mkdir(parents=True, exist_ok=True)
   start = time.perf_counter()
   result = algorithm.run(config, work_dir, seed, progress)
@@ -81,6 +100,13 @@ def run_search(
   summary.update(config=str(config_path), seed=seed, wall_time_s=wall_time)
   (work_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
   return summary
+
+
+def check_config_file(config_path: Path, cfg_options: Sequence[str]) -> str:
+  """What ``jaxmutate check`` prints: the resolved config as JSON, after every check passed."""
+  config, algorithm = build_algorithm(config_path, cfg_options)
+  resolved = json.dumps(config, indent=2, default=repr)
+  return f"{resolved}\nOK: {str(config_path)!r} is a valid {type(algorithm).__name__} config."
 
 
 def _report(summary: dict[str, Any], work_dir: Path) -> None:
@@ -126,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     "demo", help=f"run the built-in default search ({DEMO_CONFIG}) on the embedded digits data"
   )
   common(demo)
+  check = commands.add_parser("check", help="validate a config without running it and print it resolved")
+  check.add_argument("config", help="config file, e.g. configs/autoslim_digits.py")
+  check.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override config entries")
   return parser
 
 
@@ -133,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   """Entry point of the ``jaxmutate`` console script."""
   args = build_parser().parse_args(argv)
   config_path = resolve_config(DEMO_CONFIG if args.command == "demo" else args.config)
+  if args.command == "check":
+    print(check_config_file(config_path, args.cfg_options))
+    return 0
   work_dir = Path(args.work_dir or Path("work_dirs") / config_path.stem)
   summary = run_search(config_path, work_dir, args.seed, args.cfg_options, not args.no_progress)
   _report(summary, work_dir)

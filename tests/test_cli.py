@@ -104,3 +104,23 @@ def test_a_misspelt_data_key_is_an_error_not_ignored(tmp_path):
   config = _tiny_spos_config(tmp_path / "bad_data.py", "data = dict(type='digits', val_fraktion=0.2)\n")
   with pytest.raises(jm.errors.ConfigError, match="val_fraktion"):
     cli.main(["search", str(config), "--work-dir", str(tmp_path / "out"), "--no-progress"])
+
+
+@pytest.mark.parametrize("name", ["spos_digits.py", "darts_digits.py", "autoslim_digits.py", "slimmable_digits.py"])
+def test_check_validates_every_packaged_config(name, capsys):
+  assert cli.main(["check", f"configs/{name}"]) == 0
+  out = capsys.readouterr().out
+  assert out.rstrip().endswith("config.") and '"model"' in out
+
+
+def test_check_names_misspelt_and_unsupported_keys(capsys):
+  with pytest.raises(jm.errors.ConfigKeyError, match="did you mean 'top_k'"):
+    cli.main(["check", "configs/spos_digits.py", "--cfg-options", "search_cfg.topk=3"])
+  with pytest.raises(jm.errors.ConfigError, match="EvolutionSearchLoop"):
+    cli.main(["check", "configs/spos_digits.py", "--cfg-options", "search_cfg.type=AutoSlimGreedySearchLoop"])
+  with pytest.raises(jm.errors.ConfigError, match="score_key"):
+    cli.main(["check", "configs/spos_digits.py", "--cfg-options", "search_cfg.score_key=loss"])
+  with pytest.raises(jm.errors.ConfigKeyError, match="fast_compile"):
+    cli.main(["check", "configs/darts_digits.py", "--cfg-options", "train_cfg.fast_compil=True"])
+  with pytest.raises(jm.errors.ConfigKeyError, match="num_random_baseline"):
+    cli.main(["check", "configs/spos_digits.py", "--cfg-options", "num_random_baselines=3"])

@@ -14,8 +14,13 @@ protocol), ``_loop`` (:func:`train_loop`, the one supervised training loop),
 exports and the accuracy–FLOPs plot) and ``plots`` (:func:`plot_arch_weights`).
 """
 
+from jaxmutate.runners._base import COMMON_CONFIG_KEYS as COMMON_CONFIG_KEYS
+from jaxmutate.runners._base import SCORE_KEYS as SCORE_KEYS
 from jaxmutate.runners._base import SearchAlgorithm as SearchAlgorithm
 from jaxmutate.runners._base import SearchResult as SearchResult
+from jaxmutate.runners._base import check_run_config as check_run_config
+from jaxmutate.runners._base import check_score_key as check_score_key
+from jaxmutate.runners._base import check_search_type as check_search_type
 from jaxmutate.runners._base import load_data as load_data
 from jaxmutate.runners._loop import train_loop as train_loop
 from jaxmutate.runners.autoslim import AutoSlim as AutoSlim
@@ -29,7 +34,12 @@ from jaxmutate.runners.spos import retrain_subnet as retrain_subnet
 from jaxmutate.runners.spos import train_supernet as train_supernet
 
 __all__ = [
+  "COMMON_CONFIG_KEYS",
+  "SCORE_KEYS",
   "AutoSlim",
+  "check_run_config",
+  "check_score_key",
+  "check_search_type",
   "DARTS",
   "load_data",
   "plot_arch_weights",

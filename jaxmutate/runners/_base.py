@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from jaxmutate.data import Dataset, Split, build_dataset
-from jaxmutate.errors import ConfigError
+from jaxmutate.errors import ConfigError, ConfigTypeError
+from jaxmutate.registry import check_config_keys, split_scope
 
 
 class SearchResult(NamedTuple):
@@ -50,6 +51,10 @@ class SearchAlgorithm(Protocol):
     """Trains, searches and returns the best subnet; may write extra files to ``work_dir``."""
     ...
 
+  def check_config(self, config: Mapping[str, Any]) -> None:
+    """Validates the config it would run (``jaxmutate check``); raises a ``ConfigError`` naming a bad key."""
+    ...
+
 
 def load_data(config: Mapping[str, Any], runner: str) -> Dataset:
   """The config's ``data`` dict built into an in-memory :class:`~jaxmutate.data.Dataset`.
@@ -76,3 +81,81 @@ def load_data(config: Mapping[str, Any], runner: str) -> Dataset:
       "use NpzDataset/ImageFolder, or call the jaxmutate.algorithms steps in your own loop."
     )
   return data
+
+
+COMMON_CONFIG_KEYS = ("model", "data", "custom_imports", "_scope_", "default_scope")
+"""Top-level config keys every runner accepts (the model, the data set, imports and MMRazor's scope keys)."""
+
+
+def check_run_config(
+  config: Mapping[str, Any],
+  runner: str,
+  sections: Mapping[str, Sequence[str] | None],
+  extra_keys: Sequence[str] = (),
+) -> None:
+  """Rejects unknown keys of a runner's config and of its section dicts, naming them and close matches.
+
+  Args:
+    config: the whole config.
+    runner: the runner's name, for messages.
+    sections: section name (``"train_cfg"``...) → its allowed keys (``None``: not checked here).
+    extra_keys: further top-level keys the runner reads.
+
+  Raises:
+    ConfigKeyError: (a ``KeyError``) an unknown key. ConfigTypeError: a section that is not a dict.
+
+  Example:
+    >>> from jaxmutate.runners import check_run_config
+    >>> check_run_config({"model": {}, "train_cfg": {"epoch": 3}}, "SPOS", {"train_cfg": ("epochs", "batch_size")})
+    Traceback (most recent call last):
+    ...
+    jaxmutate.errors.ConfigKeyError: SPOS config 'train_cfg': unknown key 'epoch' (did you mean 'epochs'?); expected keys: ['batch_size', 'epochs'].
+  """
+  check_config_keys(config, tuple(COMMON_CONFIG_KEYS) + tuple(sections) + tuple(extra_keys), f"{runner} config")
+  for key, allowed in sections.items():
+    value = config.get(key)
+    if value is None:
+      continue
+    if not isinstance(value, Mapping):
+      raise ConfigTypeError(f"{runner}: config {key!r} must be a dict, got {type(value).__name__}.")
+    if allowed is not None:
+      check_config_keys(value, allowed, f"{runner} config {key!r}")
+
+
+def check_search_type(search_cfg: Mapping[str, Any], expected: str, runner: str) -> None:
+  """Checks ``search_cfg["type"]`` (scope prefixes allowed) names the search loop the runner runs.
+
+  Raises:
+    ConfigError: another type.
+
+  Example:
+    >>> from jaxmutate.runners import check_search_type
+    >>> check_search_type({"type": "mmrazor.EvolutionSearchLoop"}, "EvolutionSearchLoop", "SPOS")
+  """
+  if "type" in search_cfg:
+    name = split_scope(str(search_cfg["type"]))[1]
+    if name != expected:
+      raise ConfigError(
+        f"{runner}: search_cfg.type must be {expected!r} (the loop it runs), got {search_cfg['type']!r}."
+      )
+
+
+SCORE_KEYS = ("accuracy", "accuracy/top1")
+"""``score_key`` values the runners rate subnets by (MMRazor's name for top-1 accuracy included)."""
+
+
+def check_score_key(search_cfg: Mapping[str, Any], runner: str, allowed: Sequence[str] = SCORE_KEYS) -> str:
+  """The config's ``search_cfg.score_key`` (default ``"accuracy"``), checked.
+
+  Raises:
+    ConfigError: a score the runner cannot compute.
+
+  Example:
+    >>> from jaxmutate.runners import check_score_key
+    >>> check_score_key({"score_key": "accuracy/top1"}, "SPOS")
+    'accuracy/top1'
+  """
+  key = search_cfg.get("score_key", "accuracy")
+  if key not in allowed:
+    raise ConfigError(f"{runner}: search_cfg.score_key must be one of {list(allowed)}, got {key!r}.")
+  return key

@@ -45,8 +45,15 @@ from jaxmutate.dynamic import dynamic_costs
 from jaxmutate.errors import ConfigError, ConfigTypeError
 from jaxmutate.export import export_subnet, save_subnet
 from jaxmutate.mutators import ChannelMutator, ModuleMutator, SlimmableChannelMutator
-from jaxmutate.registry import MODELS, build, check_config_keys, split_scope
-from jaxmutate.runners._base import SearchResult, load_data
+from jaxmutate.registry import MODELS, build
+from jaxmutate.runners._base import (
+  SCORE_KEYS,
+  SearchResult,
+  check_run_config,
+  check_score_key,
+  check_search_type,
+  load_data,
+)
 from jaxmutate.runners._loop import train_loop
 from jaxmutate.runners.spos import retrain_subnet
 from jaxmutate.search import AutoSlimGreedySearchLoop
@@ -55,21 +62,9 @@ from jaxmutate.typing import GroupChoices
 
 __all__ = ["AutoSlim", "SlimmableNetwork", "plot_width_search"]
 
-# Top-level config keys the width runners read (the CLI's and the loader's own keys besides).
-_CONFIG_KEYS = (
-  "model",
-  "data",
-  "train_cfg",
-  "search_cfg",
-  "retrain_cfg",
-  "calibrate_sample_num",
-  "custom_imports",
-  "_scope_",
-  "default_scope",
-)
 _TRAIN_KEYS = ("epochs", "batch_size", "optimizer")
 _SEARCH_KEYS = ("type", "target_flops", "relative", "score_key")
-_SCORE_KEYS = ("accuracy", "accuracy/top1", "loss")
+_SCORE_KEYS = (*SCORE_KEYS, "loss")
 
 
 def _as_module(value: Any, runner: str) -> nn.Module:
@@ -79,14 +74,6 @@ def _as_module(value: Any, runner: str) -> nn.Module:
       f"{runner}: architecture must be a flax.linen.Module (or its config dict), got {type(module).__name__}."
     )
   return module
-
-
-def _sub_config(config: Mapping[str, Any], key: str, allowed: Sequence[str], runner: str) -> dict[str, Any]:
-  value = config.get(key) or {}
-  if not isinstance(value, Mapping):
-    raise ConfigTypeError(f"{runner}: config {key!r} must be a dict, got {type(value).__name__}.")
-  check_config_keys(value, allowed, f"{runner} config {key!r}")
-  return dict(value)
 
 
 def _positive_int(value: Any, where: str, minimum: int = 1) -> int:
@@ -111,12 +98,26 @@ class _WidthRunner:
 
   # Configuration -----------------------------------------------------------
 
+  sections: dict[str, tuple[str, ...]] = {"train_cfg": _TRAIN_KEYS, "retrain_cfg": _TRAIN_KEYS}
+
+  def check_config(self, config: Mapping[str, Any]) -> None:
+    """Validates the keys ``run`` reads; an unknown or misspelt key is an error.
+
+    Example:
+      >>> import jaxmutate as jm
+      >>> algorithm = jm.build(dict(type="AutoSlim", architecture=dict(type="SearchableMobileNetV2"),
+      ...                           mutator=dict(type="OneShotChannelMutator")))
+      >>> algorithm.check_config({"model": {}, "search_cfg": dict(target_flops=(0.5,), relative=True)})
+    """
+    check_run_config(config, self.name, self.sections, ("calibrate_sample_num",))
+    self._read_config(config)
+
   def _read_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
-    check_config_keys(config, _CONFIG_KEYS, f"{self.name} config")
+    check_run_config(config, self.name, self.sections, ("calibrate_sample_num",))
     train = dict(epochs=20, batch_size=64, optimizer=dict(type="sgd", learning_rate=0.1, momentum=0.9, nesterov=True))
-    train.update(_sub_config(config, "train_cfg", _TRAIN_KEYS, self.name))
+    train.update(config.get("train_cfg") or {})
     retrain = dict(epochs=0, batch_size=train["batch_size"], optimizer=train["optimizer"])
-    retrain.update(_sub_config(config, "retrain_cfg", _TRAIN_KEYS, self.name))
+    retrain.update(config.get("retrain_cfg") or {})
     for where, cfg in (("train_cfg", train), ("retrain_cfg", retrain)):
       _positive_int(cfg["epochs"], f"{self.name}: {where}.epochs", minimum=0)
       _positive_int(cfg["batch_size"], f"{self.name}: {where}.batch_size")
@@ -249,6 +250,21 @@ class AutoSlim(_WidthRunner):
   """
 
   name = "AutoSlim"
+  sections = {"train_cfg": _TRAIN_KEYS, "retrain_cfg": _TRAIN_KEYS, "search_cfg": _SEARCH_KEYS}
+
+  def _read_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
+    cfg = super()._read_config(config)
+    self._search_loop(config)
+    return cfg
+
+  def _search_loop(self, config: Mapping[str, Any]) -> tuple[AutoSlimGreedySearchLoop, str]:
+    search_cfg = dict(type="AutoSlimGreedySearchLoop", target_flops=(0.75, 0.5, 0.3), relative=True)
+    search_cfg.update(config.get("search_cfg") or {})
+    check_search_type(search_cfg, "AutoSlimGreedySearchLoop", self.name)
+    score_key = check_score_key(search_cfg, self.name, _SCORE_KEYS)
+    search_cfg.pop("type")
+    search_cfg.pop("score_key", None)
+    return AutoSlimGreedySearchLoop(**search_cfg), score_key
 
   def __init__(
     self,
@@ -274,15 +290,7 @@ class AutoSlim(_WidthRunner):
     """
     work_dir = Path(work_dir)
     cfg = self._read_config(config)
-    search_cfg = dict(type="AutoSlimGreedySearchLoop", target_flops=(0.75, 0.5, 0.3), relative=True)
-    search_cfg.update(_sub_config(config, "search_cfg", _SEARCH_KEYS, self.name))
-    search_type = split_scope(str(search_cfg.pop("type")))[1]
-    if search_type != "AutoSlimGreedySearchLoop":
-      raise ConfigError(f"AutoSlim: search_cfg.type must be 'AutoSlimGreedySearchLoop', got {search_type!r}.")
-    score_key = search_cfg.pop("score_key", "accuracy")
-    if score_key not in _SCORE_KEYS:
-      raise ConfigError(f"AutoSlim: search_cfg.score_key must be one of {list(_SCORE_KEYS)}, got {score_key!r}.")
-    loop = AutoSlimGreedySearchLoop(**search_cfg)
+    loop, score_key = self._search_loop(config)
 
     timings: dict[str, float] = {}
     data = load_data(config, self.name)
@@ -450,6 +458,23 @@ class SlimmableNetwork(_WidthRunner):
 
   name = "SlimmableNetwork"
 
+  def check_config(self, config: Mapping[str, Any]) -> None:
+    """As :meth:`AutoSlim.check_config`; a ``search_cfg`` is an error (the subnets are predefined).
+
+    Example:
+      >>> import jaxmutate as jm
+      >>> algorithm = jm.build(dict(type="SlimmableNetwork",
+      ...                           architecture=dict(type="SearchableMobileNetV2", unit_type="SlimmableChannelUnit"),
+      ...                           mutator=dict(type="SlimmableChannelMutator")))
+      >>> algorithm.check_config({"model": {}, "search_cfg": dict(target_flops=(0.5,))})
+      Traceback (most recent call last):
+      ...
+      jaxmutate.errors.ConfigError: SlimmableNetwork: the subnets are predefined, so the config takes no search_cfg.
+    """
+    if config.get("search_cfg"):
+      raise ConfigError("SlimmableNetwork: the subnets are predefined, so the config takes no search_cfg.")
+    super().check_config(config)
+
   def __init__(self, architecture: nn.Module | Mapping[str, Any], mutator: Any, deploy_index: int = -1):
     super().__init__(architecture, mutator)
     if not isinstance(self.mutator, (SlimmableChannelMutator, ChannelMutator)):
@@ -468,8 +493,7 @@ class SlimmableNetwork(_WidthRunner):
     predefined).
     """
     work_dir = Path(work_dir)
-    if config.get("search_cfg"):
-      raise ConfigError("SlimmableNetwork: the subnets are predefined, so the config takes no search_cfg.")
+    self.check_config(config)
     cfg = self._read_config(config)
     data = load_data(config, self.name)
     train = cfg["train"]

@@ -44,7 +44,7 @@ from jaxmutate.models import DartsBackbone, DartsDiscreteNetwork, derive_discret
 from jaxmutate.mutables import GUMBEL_RNG, gumbel_temperature_schedule
 from jaxmutate.mutators import DiffModuleMutator
 from jaxmutate.registry import MODELS, build
-from jaxmutate.runners._base import SearchResult, load_data
+from jaxmutate.runners._base import SearchResult, check_run_config, load_data
 from jaxmutate.runners._loop import train_loop
 from jaxmutate.runners.plots import plot_arch_weights
 from jaxmutate.typing import PRNGKey
@@ -103,6 +103,24 @@ class DARTS:
     self.unroll_lr = unroll_lr
     self.exclude_zero = bool(exclude_zero)
 
+  def check_config(self, config: Mapping[str, Any]) -> None:
+    """Validates the keys :meth:`run` reads; an unknown or misspelt key is an error (DARTS has no ``search_cfg``).
+
+    Raises:
+      ConfigKeyError: an unknown key (top level or in ``train_cfg``/``retrain_cfg``).
+
+    Example:
+      >>> import jaxmutate as jm
+      >>> darts = jm.build(dict(type="DARTS", architecture=dict(type="DartsBackbone", num_classes=10),
+      ...                       mutator=dict(type="DiffModuleMutator")))
+      >>> darts.check_config({"model": {}, "train_cfg": dict(epochs=1, arch_optimizer=dict(type="adam"))})
+    """
+    sections = {
+      "train_cfg": ("epochs", "batch_size", "optimizer", "arch_optimizer", "tau_schedule", "fast_compile"),
+      "retrain_cfg": ("epochs", "batch_size", "optimizer"),
+    }
+    check_run_config(config, "DARTS", sections)
+
   def run(self, config: dict[str, Any], work_dir: Path, seed: int, progress: bool = True) -> SearchResult:
     """Searches on the config's data, derives and (optionally) retrains the subnet.
 
@@ -122,6 +140,7 @@ class DARTS:
     images) and after the retrain, parameter counts and timings.
     """
     work_dir = Path(work_dir)
+    self.check_config(config)
     work_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     data = load_data(config, "DARTS")

@@ -12,6 +12,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -38,7 +39,7 @@ from jaxmutate.mutables import DiffMutableModule
 from jaxmutate.mutators import ModuleMutator
 from jaxmutate.registry import MODELS, build
 from jaxmutate.resources import build_resource_table, estimate_resources
-from jaxmutate.runners._base import SearchResult, load_data
+from jaxmutate.runners._base import SearchResult, check_run_config, check_score_key, check_search_type, load_data
 from jaxmutate.runners._loop import Batches, train_loop
 from jaxmutate.search import EvolutionResult, EvolutionSearchLoop
 from jaxmutate.typing import PRNGKey
@@ -86,6 +87,35 @@ class SPOS:
         f"SPOS: mutator should be a OneShotModuleMutator or NasMutator, got {type(self.mutator).__name__}."
       )
 
+  def check_config(self, config: Mapping[str, Any]) -> None:
+    """Validates the keys :meth:`run` reads (see there); an unknown or misspelt key is an error.
+
+    Raises:
+      ConfigKeyError: an unknown key (top level or in a section).
+      ConfigError: ``search_cfg.type`` other than ``EvolutionSearchLoop``, or
+        a ``score_key`` other than top-1 accuracy.
+
+    Example:
+      >>> import jaxmutate as jm
+      >>> spos = jm.build(dict(type="SPOS", architecture=dict(type="SearchableMLP"),
+      ...                      mutator=dict(type="OneShotModuleMutator")))
+      >>> spos.check_config({"model": {}, "search_cfg": dict(type="EvolutionSearchLoop", top_k=5)})
+      >>> spos.check_config({"model": {}, "search_cfg": dict(topk=5)})
+      Traceback (most recent call last):
+      ...
+      jaxmutate.errors.ConfigKeyError: SPOS config 'search_cfg': unknown key 'topk' (did you mean 'top_k'?); expected keys: [...].
+    """
+    loop_keys = tuple(f.name for f in dataclasses.fields(EvolutionSearchLoop))
+    sections = {
+      "train_cfg": ("epochs", "batch_size", "optimizer"),
+      "search_cfg": ("type", "calibrate_sample_num", "score_key") + loop_keys,
+      "retrain_cfg": ("epochs", "batch_size", "optimizer"),
+    }
+    check_run_config(config, "SPOS", sections, ("num_random_baseline",))
+    search_cfg = config.get("search_cfg") or {}
+    check_search_type(search_cfg, "EvolutionSearchLoop", "SPOS")
+    check_score_key(search_cfg, "SPOS")
+
   def run(self, config: dict[str, Any], work_dir: Path, seed: int, progress: bool = True) -> SearchResult:
     """Trains the supernet, searches, exports; optionally retrains the best subnet.
 
@@ -97,16 +127,17 @@ class SPOS:
     baseline).
     """
     work_dir = Path(work_dir)
+    self.check_config(config)
     timings: dict[str, float] = {}
     data = load_data(config, "SPOS")
     train_cfg = dict(
       epochs=30, batch_size=64, optimizer=dict(type="sgd", learning_rate=0.1, momentum=0.9, nesterov=True)
     )
     train_cfg.update(config.get("train_cfg", {}))
-    search_cfg = dict(config.get("search_cfg", {}))
+    search_cfg = dict(config.get("search_cfg") or {})
     search_cfg.pop("type", None)
     calibrate_sample_num = int(search_cfg.pop("calibrate_sample_num", 512))
-    search_cfg.pop("score_key", None)
+    search_cfg.pop("score_key", None)  # checked: top-1 accuracy is what the scorer computes
     retrain_cfg = dict(epochs=0, batch_size=train_cfg["batch_size"], optimizer=train_cfg["optimizer"])
     retrain_cfg.update(config.get("retrain_cfg", {}))
     num_random = int(config.get("num_random_baseline", 20))

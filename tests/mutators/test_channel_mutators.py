@@ -253,3 +253,21 @@ def test_nas_mutator_manages_ops_values_and_channels_together():
   chex.assert_shape(out, (2, 2))
   channel = jm.ChannelMutator().prepare_from_supernet(variables)
   assert [u.name for u in channel.units] == ["conv_(0, 8)_8"]
+
+
+def test_scan_over_width_configurations_compiles_once(mutator, variables):
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def mean_logits(keys):
+    def body(total, key):
+      choices = mutator.set_choices(mutator.sample_choices(key))
+      return total + Net().apply(variables, X, choices).mean(), None
+
+    return jax.lax.scan(body, jnp.float32(0), keys)[0] / keys.shape[0]
+
+  keys = jax.random.split(jax.random.key(7), 5)
+  expected = np.mean(
+    [float(Net().apply(variables, X, mutator.set_choices(mutator.sample_choices(k))).mean()) for k in keys]
+  )
+  np.testing.assert_allclose(float(mean_logits(keys)), expected, rtol=1e-5)
+  mean_logits(jax.random.split(jax.random.key(8), 5))  # other widths, same program
