@@ -388,3 +388,25 @@ def test_mmrazor_darts_op_choice_as_one_element_list(key):
   assert int(loaded[0]) == 1
   with pytest.raises(ValueError, match="max_pool"):
     mutator.load_fix_subnet({"normal_n2_p0": {"chosen": ["max_pool_3x3"]}})
+
+
+def test_load_fix_subnet_strips_prefixes_as_mmrazor_does():
+  import jax
+  import jax.numpy as jnp
+
+  import jaxmutate as jm
+
+  net = jm.SearchableMLP(num_classes=2, width=4, num_layers=2)
+  mutator = jm.OneShotModuleMutator().prepare_from_supernet(net.init(jax.random.key(0), jnp.ones((1, 3)), None))
+  names = mutator.group_space(0).names
+  plain = {"layers.0": {"chosen": names[1]}, "layers.1": {"chosen": names[0]}}
+  expected = {g: int(v) for g, v in mutator.load_fix_subnet(plain).items()}
+  backbone = {f"backbone.{k}": v for k, v in plain.items()}
+  assert {g: int(v) for g, v in mutator.load_fix_subnet(backbone).items()} == expected  # MMRazor's SPOS files
+  # A real prefix, not lstrip's character set: "model.layers.0" loses "model." only.
+  model = {f"model.{k}": v for k, v in plain.items()}
+  assert {g: int(v) for g, v in mutator.load_fix_subnet(model, prefix="model.").items()} == expected
+  short = {k.removeprefix("layers."): v for k, v in plain.items()}
+  assert {g: int(v) for g, v in mutator.load_fix_subnet(short, extra_prefix="layers.").items()} == expected
+  with pytest.raises(jm.errors.SubnetFileError, match="unknown entries"):
+    mutator.load_fix_subnet({**backbone, "backbone.head": {"chosen": 1}})

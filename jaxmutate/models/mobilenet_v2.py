@@ -516,6 +516,11 @@ class SearchableMobileNetV2(nn.Module):
   max_buckets: int = DEFAULT_MAX_BUCKETS
 
   def __post_init__(self) -> None:
+    # Config files give lists; tuples keep the module hashable (jit static arguments, caches).
+    for field in ("arch_setting", "candidate_choices"):
+      value = getattr(self, field)
+      if isinstance(value, list) or (isinstance(value, tuple) and any(isinstance(v, list) for v in value)):
+        object.__setattr__(self, field, tuple(tuple(v) if isinstance(v, list) else v for v in value))
     # Checking on construction names the bad argument before any tracing.
     self._unit_class()
     super().__post_init__()

@@ -370,8 +370,27 @@ class ModuleMutator(BaseMutator):
         fix_subnet[key] = {"chosen": chosen}
     return fix_subnet
 
-  def load_fix_subnet(self, fix_subnet: Mapping[str, Any] | str | Path) -> GroupChoices:
+  def load_fix_subnet(
+    self, fix_subnet: Mapping[str, Any] | str | Path, prefix: str = "", extra_prefix: str = ""
+  ) -> GroupChoices:
     """Reads a subnet (a dict or a YAML/JSON file path) back into group choices.
+
+    MMRazor writes the names of a classifier's backbone with a ``backbone.``
+    prefix (``backbone.layers.0.0``); ``prefix`` is removed from the start of
+    every key that has it (a real prefix, not MMRazor's ``str.lstrip``
+    character set), then ``extra_prefix`` is prepended, as in MMRazor's
+    ``load_fix_subnet``. When no key matches as written but every key does
+    after removing a leading ``backbone.``, the file is read that way (the
+    layout MMRazor's SPOS and DARTS files use for a bare backbone).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import jaxmutate as jm
+      >>> net = jm.SearchableMLP(num_classes=2, width=4, num_layers=1)
+      >>> mutator = jm.OneShotModuleMutator().prepare_from_supernet(net.init(jax.random.key(0), jnp.ones((1, 3)), None))
+      >>> fix_subnet = {"backbone.layers.0": {"chosen": mutator.group_space(0).names[0]}}
+      >>> mutator.load_fix_subnet(fix_subnet) == mutator.load_fix_subnet(fix_subnet, prefix="backbone.")
+      True
 
     Raises:
       SubnetFileTypeError: (a ``TypeError``) ``fix_subnet`` (or an entry of it)
@@ -389,8 +408,13 @@ class ModuleMutator(BaseMutator):
       raise SubnetFileTypeError(
         f"load_fix_subnet expects a mapping of name -> {{'chosen': value}}, got {type(fix_subnet).__name__}."
       )
-    fix_subnet = self._subnet_by_export_key(units_as_fix_subnet(fix_subnet))
     expected = [key for group in self.search_groups for key in self._export_keys(group)]
+    fix_subnet = _renamed(fix_subnet, prefix, extra_prefix)
+    if not prefix and fix_subnet and not any(key in expected for key in fix_subnet):
+      stripped = _renamed(fix_subnet, "backbone.", "")
+      if all(key in expected for key in stripped):
+        fix_subnet = stripped
+    fix_subnet = self._subnet_by_export_key(units_as_fix_subnet(fix_subnet))
     unknown = [key for key in fix_subnet if key not in expected]
     if unknown:
       raise SubnetFileError(f"Subnet has unknown entries {unknown}; expected keys {expected}.")
@@ -421,3 +445,17 @@ def _translate_unit_names(
     return None
   by_display = {shown: name for name, shown in display.items() if shown != name}
   return tuple(tuple(by_display.get(key, key) for key in entry) for entry in custom_group)
+
+
+def _renamed(fix_subnet: Mapping[str, Any], prefix: str, extra_prefix: str) -> dict[str, Any]:
+  """Keys with ``prefix`` removed where they start with it, then ``extra_prefix`` prepended."""
+  if not isinstance(prefix, str) or not isinstance(extra_prefix, str):
+    raise ConfigTypeError(
+      f"load_fix_subnet: prefix and extra_prefix must be strings, got {prefix!r}, {extra_prefix!r}."
+    )
+  if not prefix and not extra_prefix:
+    return dict(fix_subnet)
+  return {
+    extra_prefix + (str(k)[len(prefix) :] if prefix and str(k).startswith(prefix) else str(k)): v
+    for k, v in fix_subnet.items()
+  }

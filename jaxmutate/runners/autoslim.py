@@ -126,6 +126,13 @@ class _WidthRunner:
 
   # Pieces --------------------------------------------------------------------
 
+  def _calibrate(self, params: Any, batch_stats: Any, choices: Any, calibration: jax.Array) -> Any:
+    # One jitted function per runner: every export of a run reuses its compile.
+    if getattr(self, "_calibrate_fn", None) is None:
+      model = self.architecture
+      self._calibrate_fn = jax.jit(lambda p, b, c, x: calibrate_batch_stats(model, p, b, c, x))
+    return self._calibrate_fn(params, batch_stats, choices, calibration)
+
   def _init(self, data: Dataset, train: Mapping[str, Any], key: jax.Array) -> tuple[Any, TrainState, Any, Any]:
     optimizer = build_optimizer(train["optimizer"])
     sample = jnp.asarray(data.train.images[: train["batch_size"]])
@@ -179,9 +186,7 @@ class _WidthRunner:
     choices = {k: np.asarray(v) for k, v in mutator.set_choices(group_choices).items()}
     batch_stats = state.batch_stats
     if calibration is not None and jax.tree.leaves(batch_stats):
-      batch_stats = jax.jit(calibrate_batch_stats, static_argnums=0)(
-        self.architecture, state.params, batch_stats, choices, calibration
-      )
+      batch_stats = self._calibrate(state.params, batch_stats, choices, calibration)
     supernet = {**variables, "params": state.params, "batch_stats": batch_stats}
     static_model, static_variables = export_subnet(
       self.architecture, supernet, choices, jnp.asarray(data.train.images[:1])
