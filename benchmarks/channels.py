@@ -35,8 +35,8 @@ of the per-round ratio; absolute times are medians):
 Usage::
 
   GLIBC_TUNABLES=glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184 \\
-    PYTHONPATH=. python benchmarks/channels.py            # real sizes (~6 minutes on 2 cores)
-  PYTHONPATH=. python benchmarks/channels.py --quick      # smoke run (tiny shapes, ~1 minute of compiles)
+    PYTHONPATH=. python benchmarks/channels.py            # real sizes (~7 minutes on 2 cores)
+  PYTHONPATH=. python benchmarks/channels.py --quick      # smoke run (tiny shapes, ~1.5 minutes of compiles)
 
 Without the allocator setting every 33 MB activation is mmapped and
 page-faulted afresh. Writes ``benchmarks/results/channels.json`` (``--out``
@@ -92,7 +92,6 @@ LAYERS = {
 NUM_CLASSES = 10
 # PyTorch's BatchNorm2d defaults (momentum 0.1 there is 0.9 here), on both networks.
 BN = {"momentum": 0.9, "epsilon": 1e-5}
-ALLOCATOR = "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"
 
 
 def _conv_bn(x, features, stride, names, static, out_w, in_w, train):
