@@ -338,7 +338,9 @@ def test_slimmable_units_use_switchable_batch_norm(key):
 
 def test_registered_and_built_from_config():
   net = jm.build(dict(type="SearchableMobileNetV2", arch_setting=[[1, 16, 1, 1]], candidate_choices=[0.5, 1.0]))
-  assert isinstance(net, SearchableMobileNetV2) and net.candidate_choices == [0.5, 1.0]
+  # Config lists become tuples: the module stays hashable (jit static arguments).
+  assert isinstance(net, SearchableMobileNetV2) and net.candidate_choices == (0.5, 1.0)
+  assert net.arch_setting == ((1, 16, 1, 1),) and hash(net) == hash(net.clone())
   assert jm.build(dict(type="DynamicConvBN", features=4)).features == 4
   assert len(AUTOSLIM_CANDIDATES) == 11 and AUTOSLIM_CANDIDATES[0] == 2 / 12
 
