@@ -393,6 +393,33 @@ def _check_unit_args(
   return cls
 
 
+def _space_unit_class(space: Any) -> type:
+  """The unit class of a channel search space (``SearchableMobileNetV2``, ``SearchableResNet``), its arguments checked."""
+  return _check_unit_args(
+    type(space).__name__,
+    space.unit_type,
+    space.candidate_choices,
+    space.choice_mode,
+    space.divisor,
+    space.channel_units(),
+    space.aliases,
+  )
+
+
+def _setup_channel_space(space: Any) -> None:
+  """What a channel search space does on construction, before any tracing.
+
+  Config files give lists: they become tuples, so the module stays hashable
+  (jit static arguments, caches). The unit arguments are checked, so a bad
+  one is named now rather than deep inside ``init``.
+  """
+  for field in ("arch_setting", "candidate_choices"):
+    value = getattr(space, field)
+    if isinstance(value, list) or (isinstance(value, tuple) and any(isinstance(v, list) for v in value)):
+      object.__setattr__(space, field, tuple(tuple(v) if isinstance(v, list) else v for v in value))
+  _space_unit_class(space)
+
+
 def _build_units(
   cls: type,
   units: Mapping[str, int],
@@ -516,25 +543,11 @@ class SearchableMobileNetV2(nn.Module):
   max_buckets: int = DEFAULT_MAX_BUCKETS
 
   def __post_init__(self) -> None:
-    # Config files give lists; tuples keep the module hashable (jit static arguments, caches).
-    for field in ("arch_setting", "candidate_choices"):
-      value = getattr(self, field)
-      if isinstance(value, list) or (isinstance(value, tuple) and any(isinstance(v, list) for v in value)):
-        object.__setattr__(self, field, tuple(tuple(v) if isinstance(v, list) else v for v in value))
-    # Checking on construction names the bad argument before any tracing.
-    self._unit_class()
+    _setup_channel_space(self)
     super().__post_init__()
 
   def _unit_class(self) -> type:
-    return _check_unit_args(
-      type(self).__name__,
-      self.unit_type,
-      self.candidate_choices,
-      self.choice_mode,
-      self.divisor,
-      self.channel_units(),
-      self.aliases,
-    )
+    return _space_unit_class(self)
 
   def _plan(self) -> tuple[int, list[_Block], int]:
     """(stem width, blocks, last width): the architecture at full width, with each width's unit."""

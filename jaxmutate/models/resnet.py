@@ -27,7 +27,8 @@ from jaxmutate.models.mobilenet_v2 import (
   DynamicConvBN,
   _build_units,
   _check_same_width,
-  _check_unit_args,
+  _setup_channel_space,
+  _space_unit_class,
 )
 from jaxmutate.registry import MODELS
 
@@ -191,25 +192,11 @@ class SearchableResNet(nn.Module):
   max_buckets: int = DEFAULT_MAX_BUCKETS
 
   def __post_init__(self) -> None:
-    # Config files give lists; tuples keep the module hashable (jit static arguments, caches).
-    for field in ("arch_setting", "candidate_choices"):
-      value = getattr(self, field)
-      if isinstance(value, list) or (isinstance(value, tuple) and any(isinstance(v, list) for v in value)):
-        object.__setattr__(self, field, tuple(tuple(v) if isinstance(v, list) else v for v in value))
-    # Checking on construction names the bad argument before any tracing.
-    self._unit_class()
+    _setup_channel_space(self)
     super().__post_init__()
 
   def _unit_class(self) -> type:
-    return _check_unit_args(
-      type(self).__name__,
-      self.unit_type,
-      self.candidate_choices,
-      self.choice_mode,
-      self.divisor,
-      self.channel_units(),
-      self.aliases,
-    )
+    return _space_unit_class(self)
 
   def _plan(self) -> tuple[int, list[_Block]]:
     """(stem width, blocks): the architecture at full width, with each width's unit."""

@@ -44,7 +44,7 @@ from jaxmutate.channels import MutableChannelUnit, OneShotMutableChannelUnit, Sl
 from jaxmutate.errors import ConfigError, ConfigKeyError, ConfigTypeError, SearchSpaceError, SubnetFileError
 from jaxmutate.mutables import MutableSpec
 from jaxmutate.mutators._base import ModuleMutator
-from jaxmutate.mutators._units import ChannelUnitInfo, is_channel_unit, unit_display_name
+from jaxmutate.mutators._units import ChannelUnitInfo, is_channel_unit
 from jaxmutate.registry import MODELS, check_config_keys, split_scope
 from jaxmutate.typing import GroupChoices, PRNGKey, Variables
 
@@ -325,7 +325,7 @@ class ChannelMutator(ModuleMutator):
       channels = relations.get(name, UnitChannels())
       infos.append(
         ChannelUnitInfo(
-          name=unit_display_name(name, spec, channels),
+          name=self.display_name(name),
           mutable_name=name,
           unit_type=spec.mutable_type,
           space=spec.space,

@@ -58,11 +58,7 @@ def relate_units(specs: Sequence[tuple[str, MutableSpec]], records: Sequence[Lay
           channel = Channel(record.path, int(start), int(end))
           if channel not in sides[unit][position]:
             sides[unit][position].append(channel)
-  related = {}
-  for name, (output, input_) in sides.items():
-    space = units[name].space
-    assert isinstance(space, ChannelSpace)
-    related[name] = UnitChannels(tuple(output), tuple(input_)).check(space.num_channels, name)
+  related = {name: UnitChannels(tuple(output), tuple(input_)) for name, (output, input_) in sides.items()}
   return related
 
 

@@ -44,7 +44,7 @@ from jaxmutate.data import Dataset
 from jaxmutate.dynamic import dynamic_costs
 from jaxmutate.errors import ConfigError, ConfigTypeError
 from jaxmutate.export import export_subnet, save_subnet
-from jaxmutate.mutators import ChannelMutator, ModuleMutator, SlimmableChannelMutator
+from jaxmutate.mutators import ChannelMutator, ModuleMutator
 from jaxmutate.registry import MODELS, build
 from jaxmutate.runners._base import (
   SCORE_KEYS,
@@ -109,7 +109,6 @@ class _WidthRunner:
       ...                           mutator=dict(type="OneShotChannelMutator")))
       >>> algorithm.check_config({"model": {}, "search_cfg": dict(target_flops=(0.5,), relative=True)})
     """
-    check_run_config(config, self.name, self.sections, ("calibrate_sample_num",))
     self._read_config(config)
 
   def _read_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -225,10 +224,6 @@ def _uniform_configs(mutator: Any) -> list[GroupChoices]:
       seen.add(signature)
       configs.append({g: np.int32(v) for g, v in config.items()})
   return configs
-
-
-def _stats(values: np.ndarray) -> dict[str, float]:
-  return {"mean": float(np.mean(values)), "min": float(np.min(values)), "max": float(np.max(values))}
 
 
 @MODELS.register_module()
@@ -482,7 +477,7 @@ class SlimmableNetwork(_WidthRunner):
 
   def __init__(self, architecture: nn.Module | Mapping[str, Any], mutator: Any, deploy_index: int = -1):
     super().__init__(architecture, mutator)
-    if not isinstance(self.mutator, (SlimmableChannelMutator, ChannelMutator)):
+    if not isinstance(self.mutator, ChannelMutator):
       raise ConfigTypeError(
         f"SlimmableNetwork: mutator should be a SlimmableChannelMutator, got {type(self.mutator).__name__}."
       )
