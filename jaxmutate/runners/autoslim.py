@@ -158,9 +158,16 @@ class _WidthRunner:
     images = np.asarray(data.train.images[: count * batch_size])
     return jnp.asarray(images.reshape((count, batch_size) + images.shape[1:]))
 
-  def _scorers(self, mutator: Any, data: Dataset, calibration: jax.Array | None) -> tuple[Any, Any]:
+  def _scorers(
+    self, mutator: Any, data: Dataset, calibration: jax.Array | None, val_metric: str = "accuracy"
+  ) -> tuple[Any, Any]:
     val = make_calibrated_scorer(
-      self.architecture, mutator, calibration, jnp.asarray(data.val.images), jnp.asarray(data.val.labels)
+      self.architecture,
+      mutator,
+      calibration,
+      jnp.asarray(data.val.images),
+      jnp.asarray(data.val.labels),
+      metric=val_metric,
     )
     test = make_calibrated_scorer(
       self.architecture, mutator, calibration, jnp.asarray(data.test.images), jnp.asarray(data.test.labels)
@@ -317,16 +324,8 @@ class AutoSlim(_WidthRunner):
 
     cost_fn = self._cost_fn(state, variables, mutator, data)
     calibration = self._calibration(data, cfg["calibrate"], train["batch_size"])
-    val_scorer, test_scorer = self._scorers(mutator, data, calibration)
-    if score_key == "loss":
-      val_scorer = make_calibrated_scorer(
-        self.architecture,
-        mutator,
-        None,
-        jnp.asarray(data.val.images),
-        jnp.asarray(data.val.labels),
-        metric="loss",
-      )
+    val_metric = "loss" if score_key == "loss" else "accuracy"
+    val_scorer, test_scorer = self._scorers(mutator, data, calibration, val_metric)
     start = time.perf_counter()
     result = _greedy_search(loop, mutator, lambda population: val_scorer(state, population), cost_fn, progress)
     timings["search_s"] = time.perf_counter() - start
