@@ -17,6 +17,7 @@ from jaxmutate import mutables as mutables
 from jaxmutate import mutators as mutators
 from jaxmutate import ops as ops
 from jaxmutate import runners as runners
+from jaxmutate import runtime as runtime
 from jaxmutate import search as search
 from jaxmutate import spaces as spaces
 from jaxmutate import typing as typing

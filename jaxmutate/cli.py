@@ -2,8 +2,8 @@
 
 Usage::
 
-  jaxmutate search CONFIG [--work-dir DIR] [--seed N] [--cfg-options k=v ...] [--no-progress]
-  jaxmutate demo [--work-dir DIR] [--seed N] [--cfg-options k=v ...] [--no-progress]
+  jaxmutate search CONFIG [--work-dir DIR] [--seed N] [--cfg-options k=v ...] [--no-progress] [--no-compile-cache]
+  jaxmutate demo [--work-dir DIR] [--seed N] [--cfg-options k=v ...] [--no-progress] [--no-compile-cache]
   jaxmutate check CONFIG [--cfg-options k=v ...]
 
 ``CONFIG`` is a Python file of dicts (``model = dict(type="SPOS", ...)``); a
@@ -12,6 +12,12 @@ path that does not exist but names a file in the package's ``configs/``
 ``DIR/best_fix_subnet.yaml`` and ``DIR/summary.json``. ``check`` validates a
 config without running it (the model and mutator are built, every key is
 checked) and prints the resolved config.
+
+``search`` and ``demo`` tune glibc's allocator for XLA and keep compiled
+programs in a persistent cache (:mod:`jaxmutate.runtime`), so a second run of
+a config compiles nothing it compiled before; ``--no-compile-cache`` or
+``JAXMUTATE_COMPILATION_CACHE=off`` turns the cache off, and
+``JAXMUTATE_ALLOCATOR=default`` keeps glibc's own settings.
 """
 
 from __future__ import annotations
@@ -78,9 +84,19 @@ def build_algorithm(config_path: Path, cfg_options: Sequence[str]) -> tuple[dict
 
 
 def run_search(
-  config_path: Path, work_dir: Path, seed: int, cfg_options: Sequence[str], progress: bool
+  config_path: Path,
+  work_dir: Path,
+  seed: int,
+  cfg_options: Sequence[str],
+  progress: bool,
+  compile_cache: bool = True,
 ) -> dict[str, Any]:
   """Runs the algorithm a config describes and writes its outputs.
+
+  The process first gets jaxmutate's runtime settings
+  (:func:`jaxmutate.runtime.configure_allocator`, and unless
+  ``compile_cache`` is false :func:`jaxmutate.runtime.enable_compilation_cache`);
+  ``summary.json`` records the cache's directory, hits and misses.
 
   Returns:
     The summary written to ``summary.json``.
@@ -90,6 +106,9 @@ def run_search(
   """
   import jaxmutate as jm
 
+  # Before the first computation: XLA's worker threads take their malloc arenas when they start.
+  jm.runtime.configure_allocator()
+  cache_dir = jm.runtime.enable_compilation_cache() if compile_cache else None
   config, algorithm = build_algorithm(config_path, cfg_options)
   work_dir.mkdir(parents=True, exist_ok=True)
   start = time.perf_counter()
@@ -98,6 +117,9 @@ def run_search(
   jm.save_fix_subnet(result.fix_subnet, work_dir / "best_fix_subnet.yaml")
   summary = dict(result.summary)
   summary.update(config=str(config_path), seed=seed, wall_time_s=wall_time)
+  summary["compilation_cache"] = (
+    {"dir": str(cache_dir), **jm.runtime.compilation_cache_stats()} if cache_dir is not None else None
+  )
   (work_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
   return summary
 
@@ -144,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
       help="override config entries, e.g. train_cfg.epochs=5",
     )
     sub.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    sub.add_argument(
+      "--no-compile-cache",
+      action="store_true",
+      help="do not read or write the persistent compilation cache "
+      "(default: on, in $JAXMUTATE_COMPILATION_CACHE or ~/.cache/jaxmutate/xla)",
+    )
 
   search = commands.add_parser("search", help="run the search a config file describes")
   search.add_argument("config", help="config file, e.g. configs/spos_digits.py")
@@ -166,7 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(check_config_file(config_path, args.cfg_options))
     return 0
   work_dir = Path(args.work_dir or Path("work_dirs") / config_path.stem)
-  summary = run_search(config_path, work_dir, args.seed, args.cfg_options, not args.no_progress)
+  summary = run_search(
+    config_path, work_dir, args.seed, args.cfg_options, not args.no_progress, compile_cache=not args.no_compile_cache
+  )
   _report(summary, work_dir)
   return 0
 

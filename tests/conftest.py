@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 
 import jax
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# In-process CLI runs must not write to the user's cache; tests of the cache set their own directory.
+os.environ.setdefault("JAXMUTATE_COMPILATION_CACHE", "off")
 
 
 @pytest.fixture

@@ -89,7 +89,7 @@ def test_library_modules_do_no_io(path):
 # Bottom-up layers: a package may import its own layer's peers only where listed, and every lower layer.
 LAYERS = [
   {"errors", "typing"},
-  {"registry", "spaces", "subnet"},
+  {"registry", "spaces", "subnet", "runtime"},
   {"ops", "data", "mmrazor_compat"},
   {"mutables"},
   {"dynamic"},

@@ -21,7 +21,7 @@ Two conventions reach every mutable through its ``choices``:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -217,6 +217,33 @@ def _same_kwargs(candidate: Any, kwargs: Mapping[str, Any]) -> dict[str, Any]:
   return dict(kwargs)
 
 
+def _branches_key(
+  unbound: Mapping[str, Any],
+  shared: bool,
+  mutable_collections: Sequence[str],
+  costs: bool,
+  kwargs: Mapping[str, Any],
+  call_kwargs: CallKwargs,
+) -> Hashable | None:
+  """What the branches of :meth:`CandidateMutable._run_chosen` compute, for :func:`switch`'s trace cache.
+
+  Candidates run as root modules on their own variables, so their ``name``
+  does not change what they compute; everything else does (fields, call
+  keywords, which collections are mutable). ``None`` (no caching) where a
+  candidate or keyword is not hashable.
+  """
+  try:
+    candidates = tuple(
+      (name, c.clone(parent=None, name=None, _deep_clone=True) if isinstance(c, nn.Module) else c)
+      for name, c in unbound.items()
+    )
+    key = (candidates, shared, tuple(mutable_collections), costs, tuple(sorted(kwargs.items())), call_kwargs)
+    hash(key)
+  except TypeError:
+    return None
+  return key
+
+
 class CandidateMutable(BaseMutable):
   """Base of mutables that choose among named candidate modules (ops, routes).
 
@@ -313,7 +340,13 @@ class CandidateMutable(BaseMutable):
 
     operands = inputs[0] if shared else list(inputs)
     out, updated, chosen_costs = switch(
-      index, [branch(i) for i in range(len(names))], variables, rngs, operands, nested
+      index,
+      [branch(i) for i in range(len(names))],
+      variables,
+      rngs,
+      operands,
+      nested,
+      cache_key=_branches_key(unbound, shared, mutable_collections, costs, kwargs, call_kwargs),
     )
     for col, tree in updated.items():
       for name, value in tree.items():

@@ -310,3 +310,50 @@ def test_grouped_strided_and_dilated_convolution_gradients_match_lax_switch():
     grads = jax.jit(jax.grad(lambda w, x: switch(index, branches, w, x), argnums=(0, 1)))(kernels, x)
     expected = jax.jit(jax.grad(lambda w, x: jax.lax.switch(index, branches, w, x), argnums=(0, 1)))(kernels, x)
     chex.assert_trees_all_close(grads, expected, rtol=1e-4, atol=1e-4)
+
+
+TRACED_KERNELS: list[int] = []  # appended to each time a CountingBlock's Python runs
+
+
+class CountingBlock(nn.Module):
+  """A conv block that records how often its Python runs (that is, how often it is traced)."""
+
+  features: int
+  kernel: int
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    TRACED_KERNELS.append(self.kernel)
+    return nn.relu(nn.Conv(self.features, (self.kernel, self.kernel))(x))
+
+
+class RepeatedLayers(nn.Module):
+  layers: int = 4
+
+  @nn.compact
+  def __call__(self, x, choices, train=False):
+    for i in range(self.layers):
+      ops = {"k1": CountingBlock(3, 1), "k3": CountingBlock(3, 3)}
+      x = jm.OneShotMutableOP(ops, name=f"layer{i}")(x, choices, train=train)
+    return x.mean()
+
+
+def test_repeated_layers_are_traced_once_and_stay_exact():
+  net = RepeatedLayers()
+  x = jax.random.normal(jax.random.key(0), (2, 5, 5, 3))
+  variables = net.init(jax.random.key(1), x, None)
+  mutator = jm.OneShotModuleMutator().prepare_from_supernet(variables)
+
+  def loss(params, group_choices):
+    return net.apply({"params": params}, x, mutator.set_choices(group_choices))
+
+  population = jax.vmap(mutator.sample_choices)(jax.random.split(jax.random.key(2), 3))
+  TRACED_KERNELS.clear()
+  grad_fn = jax.jit(jax.grad(loss))
+  grads = [grad_fn(variables["params"], {g: v[m] for g, v in population.items()}) for m in range(2)]
+  # The jitted gradient traced each candidate's Python once for all four layers, not once per layer or pass.
+  assert sorted(TRACED_KERNELS) == [1, 3]
+  for member in range(2):
+    # Equal to the same subnet with concrete choices (no switch, no cache).
+    concrete = {g: int(v[member]) for g, v in population.items()}
+    chex.assert_trees_all_close(grads[member], jax.grad(loss)(variables["params"], concrete), rtol=1e-5, atol=1e-6)
