@@ -478,11 +478,127 @@ class _Converter:
     )
     return out
 
+  def mobilenet_v2(self, cfg: Mapping[str, Any], path: str, num_classes: int | None) -> dict[str, Any]:
+    # MMRazor's channel algorithms trace mmcls's plain MobileNetV2 into channel units (ChannelAnalyzer);
+    # jaxmutate's SearchableMobileNetV2 is that network with the same units declared.
+    self.mapped(
+      path,
+      str(cfg["type"]),
+      "SearchableMobileNetV2",
+      "mmcls's MobileNetV2 with its channel units declared (MMRazor finds them by tracing)",
+    )
+    out: dict[str, Any] = {"type": "SearchableMobileNetV2", **_MMCLS_MOBILENET_V2}
+    self.mapped(
+      f"{path}.arch_setting",
+      "mmcls MobileNetV2 layout",
+      "arch_setting, stem_channels=32, stem_stride=2, last_channels=1280",
+      "mmcls's seven ImageNet stages; shrink arch_setting for small images",
+    )
+    if "widen_factor" in cfg:
+      out["widen_factor"] = float(cfg["widen_factor"])
+    if num_classes is not None:
+      out["num_classes"] = int(num_classes)
+    self.drop(cfg, {"widen_factor"}, path, "SearchableMobileNetV2", _BACKBONE_REASONS)
+    return out
+
+  def channel_algorithm(self, cfg: Mapping[str, Any], resolved: str) -> dict[str, Any]:
+    """AutoSlim / SlimmableNetwork: the unit settings move from the mutator onto the searchable backbone."""
+    self.mapped("model", str(cfg["type"]), resolved)
+    out: dict[str, Any] = {
+      "type": resolved,
+      "architecture": self.architecture(cfg.get("architecture"), "model.architecture"),
+    }
+    mutator = cfg.get("mutator")
+    if isinstance(mutator, Mapping):
+      out["mutator"] = self.channel_mutator(mutator, out["architecture"])
+    accepted = _accepted_args(resolved) or set()
+    for key, value in cfg.items():
+      if key in ("type", "architecture", "mutator", SCOPE_KEY):
+        continue
+      if key == "distiller":
+        self.distiller(value)
+      elif key in accepted:
+        out[key] = self.value(value, f"model.{key}")
+      else:
+        self.ignored(f"model.{key}", key, _ALGORITHM_REASONS.get(key, f"{resolved} has no argument {key!r}"))
+    return out
+
+  def channel_mutator(self, cfg: Mapping[str, Any], architecture: Any) -> dict[str, Any] | None:
+    out = self.generic({k: v for k, v in cfg.items() if k not in ("channel_unit_cfg", "parse_cfg")}, "model.mutator")
+    if out is None:
+      return None
+    unit_cfg = cfg.get("channel_unit_cfg")
+    if isinstance(unit_cfg, Mapping):
+      unit_type = _resolve(unit_cfg.get("type"))
+      kept: dict[str, Any] = {}
+      if unit_type is not None:
+        kept["type"] = unit_type
+        self.mapped("model.mutator.channel_unit_cfg", str(unit_cfg.get("type")), unit_type)
+      args = unit_cfg.get("default_args")
+      if isinstance(args, Mapping) and args:
+        kept["default_args"] = copy.deepcopy(dict(args))
+      for key in unit_cfg:
+        if key == "units":
+          kept["units"] = copy.deepcopy(unit_cfg["units"])
+          self.mapped("model.mutator.channel_unit_cfg.units", "units", "channel_unit_cfg.units")
+        elif key not in ("type", "default_args", SCOPE_KEY):
+          self.ignored(f"model.mutator.channel_unit_cfg.{key}", key, f"channel_unit_cfg has no key {key!r}")
+      out["channel_unit_cfg"] = kept
+      # jaxmutate's backbone declares its units: it takes the unit kind and arguments the mutator checks.
+      if isinstance(architecture, dict) and architecture.get("type") == "SearchableMobileNetV2":
+        if unit_type is not None:
+          architecture["unit_type"] = unit_type
+        for key in ("candidate_choices", "choice_mode", "divisor"):
+          if isinstance(args, Mapping) and key in args:
+            value = args[key]
+            architecture[key] = tuple(value) if isinstance(value, list) else value
+            self.mapped(
+              f"model.mutator.channel_unit_cfg.default_args.{key}",
+              key,
+              f"model.architecture.{key}",
+              "the searchable backbone declares its units with these arguments; the mutator checks them",
+            )
+    parse = cfg.get("parse_cfg")
+    if parse is not None:
+      kind = _bare(parse.get("type")) if isinstance(parse, Mapping) else _bare(parse)
+      if kind == "ChannelAnalyzer":
+        self.ignored(
+          "model.mutator.parse_cfg",
+          "ChannelAnalyzer",
+          "jaxmutate's searchable backbones declare their channel units (parse_cfg Predefined); tracing an "
+          "unmodified model into units is not available yet (issue #10)",
+        )
+      else:
+        out["parse_cfg"] = copy.deepcopy(parse)
+    return out
+
+  def distiller(self, cfg: Any) -> None:
+    losses = cfg.get("distill_losses", {}) if isinstance(cfg, Mapping) else {}
+    kl = [v for v in losses.values() if isinstance(v, Mapping) and _bare(v.get("type")) == "KLDivergence"]
+    if len(kl) == 1 and len(losses) == 1 and kl[0].get("tau", 1) == 1 and kl[0].get("loss_weight", 1) == 1:
+      self.mapped(
+        "model.distiller",
+        str(cfg.get("type")),
+        "AutoSlim in-place distillation",
+        "the sandwich step distils every smaller subnet from the max subnet's logits (KL, tau 1, weight 1), "
+        "as MMRazor's KLDivergence between the fc recorders does",
+      )
+      return
+    self.ignored(
+      "model.distiller",
+      str(cfg.get("type") if isinstance(cfg, Mapping) else cfg),
+      "the AutoSlim runner distils with one KL divergence at tau 1 and weight 1 (these losses differ: "
+      f"{ {k: dict(v) if isinstance(v, Mapping) else v for k, v in losses.items()} }); for others call "
+      "jaxmutate.algorithms.make_sandwich_train_step(distill_fn=...) in your own loop",
+    )
+
   def backbone(self, cfg: Any, path: str, num_classes: int | None) -> Any:
     if not isinstance(cfg, Mapping) or "type" not in cfg:
       self.unknown(path, repr(cfg), "expected a backbone config dict")
       return cfg
     resolved = _resolve(cfg["type"])
+    if resolved is None and _bare(cfg["type"]) == "MobileNetV2":
+      return self.mobilenet_v2(cfg, path, num_classes)
     if resolved == "SearchableShuffleNetV2":
       return self.shufflenet(cfg, path, num_classes)
     if resolved == "DartsBackbone":
@@ -528,12 +644,14 @@ class _Converter:
             else "sub_model argument",
           )
       inner = cfg.get("cfg")
-      if isinstance(inner, Mapping) and _resolve(inner.get("type")) in ("SPOS", "DARTS"):
+      if isinstance(inner, Mapping) and _resolve(inner.get("type")) in _ALGORITHMS:
         converted, _ = self.model(inner)
       else:
         converted = self.architecture(inner, "model.cfg")
       return converted, cfg.get("fix_subnet")
     resolved = _resolve(cfg["type"])
+    if resolved in ("AutoSlim", "SlimmableNetwork"):
+      return self.channel_algorithm(cfg, resolved), None
     if resolved not in ("SPOS", "DARTS"):
       return self.architecture(cfg, "model"), None
     self.mapped("model", str(cfg["type"]), resolved)
@@ -567,7 +685,65 @@ class _Converter:
         out[key] = self.value(value, f"model.{key}")
     return out, None
 
+  def search_loop(self, key: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """MMRazor's ``AutoSlimGreedySearchLoop`` (a ``test_cfg`` or ``train_cfg``) → ``search_cfg``."""
+    self.mapped(key, str(cfg["type"]), "search_cfg.type=AutoSlimGreedySearchLoop")
+    out: dict[str, Any] = {"type": "AutoSlimGreedySearchLoop"}
+    for name, value in cfg.items():
+      if name in ("type", SCOPE_KEY):
+        continue
+      if name == "target_flops":
+        out["target_flops"] = tuple(float(v) for v in value)
+        out["relative"] = False
+        self.mapped(
+          f"{key}.target_flops",
+          name,
+          "search_cfg.target_flops (relative=False)",
+          "absolute MFLOPs per image of your input size, not MMRazor's 224x224: rescale them, or give "
+          "fractions of the max subnet with relative=True",
+        )
+      elif name == "score_key":
+        self.ignored(f"{key}.score_key", name, "the runners score top-1 accuracy (or score_key='loss')")
+      else:
+        self.ignored(
+          f"{key}.{name}",
+          name,
+          {
+            "dataloader": "the search scores on the data set's val split",
+            "evaluator": "the runners score top-1 accuracy",
+            "estimator_cfg": IGNORED_TYPES["ResourceEstimator"],
+            "resume_from": _RUNNER,
+          }.get(name, f"AutoSlimGreedySearchLoop has no argument {name!r}"),
+        )
+    return out
+
+  def val_cfg(self, key: str, cfg: Any, out: dict[str, Any]) -> None:
+    """``val_cfg``/``test_cfg``: a search loop, a ``SubnetValLoop``'s BatchNorm calibration, or runner plumbing."""
+    kind = _bare(cfg.get("type")) if isinstance(cfg, Mapping) else None
+    if kind == "AutoSlimGreedySearchLoop":
+      out["search_cfg"] = self.search_loop(key, cfg)
+      return
+    if kind == "SubnetValLoop" and "calibrate_sample_num" in cfg:
+      out["calibrate_sample_num"] = int(cfg["calibrate_sample_num"])
+      self.mapped(
+        f"{key}.calibrate_sample_num",
+        "calibrate_sample_num",
+        "calibrate_sample_num",
+        "every rated subnet's BatchNorm statistics are recalibrated on this many training images",
+      )
+      for name in cfg:
+        if name not in ("type", "calibrate_sample_num", SCOPE_KEY):
+          self.ignored(f"{key}.{name}", name, TOP_LEVEL_KEYS[key])
+      return
+    source = cfg.get("type", key) if isinstance(cfg, Mapping) else key
+    self.ignored(key, str(source), TOP_LEVEL_KEYS[key])
+
   def train_cfg(self, cfg: Any) -> tuple[str, dict[str, Any]] | None:
+    if cfg is None:
+      self.ignored("train_cfg", "None", "no training in this config (a search or test config)")
+      return None
+    if isinstance(cfg, Mapping) and _resolve(cfg.get("type")) == "AutoSlimGreedySearchLoop":
+      return "search_cfg", self.search_loop("train_cfg", cfg)
     if not isinstance(cfg, Mapping):
       self.unknown("train_cfg", repr(cfg), "expected a dict")
       return None
@@ -609,6 +785,45 @@ class _Converter:
         self.ignored(f"train_cfg.{key}", key, _RUNNER)
     return "train_cfg", out
 
+
+_ALGORITHMS = ("SPOS", "DARTS", "AutoSlim", "SlimmableNetwork")
+
+_MMCLS_MOBILENET_V2 = dict(
+  arch_setting=(
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+  ),
+  stem_channels=32,
+  stem_stride=2,
+  last_channels=1280,
+)
+"""mmcls's ``MobileNetV2`` (expand ratio, channels, blocks, stride per stage), in SearchableMobileNetV2's terms."""
+
+_HELPER_VARIABLES = (
+  "supernet",
+  "nas_backbone",
+  "subnet_backbone",
+  "mutable_cfg",
+  "route_cfg",
+  "arch_setting",
+  "num_random_samples",
+  "max_epochs",
+)
+"""Top-level variables MMRazor configs define to build their model or loops from."""
+
+_ALGORITHM_REASONS = {
+  "norm_training": "BatchNorm mode is explicit in jaxmutate (train=True/False); subnets are rated with BatchNorm "
+  "statistics recalibrated per subnet (calibrate_sample_num), which is what norm_training is for",
+  "bn_training_mode": "BatchNorm mode is explicit in jaxmutate (train=True/False); subnets are rated with BatchNorm "
+  "statistics recalibrated per subnet (calibrate_sample_num)",
+  "data_preprocessor": "normalisation follows from the data (jaxmutate.data.Normalization)",
+  "init_cfg": "PyTorch checkpoints do not load into Flax variables",
+}
 
 _BACKBONE_REASONS = {
   "out_indices": "the model returns logits (or the last feature map)",
@@ -700,10 +915,12 @@ def convert_mmrazor_config(cfg: Mapping[str, Any]) -> tuple[dict[str, Any], MMRa
   for key, value in cfg.items():
     if key in _MAPPED_TOP_LEVEL:
       continue
-    if key in TOP_LEVEL_KEYS:
+    if key in ("val_cfg", "test_cfg"):
+      converter.val_cfg(key, value, out)
+    elif key in TOP_LEVEL_KEYS:
       source = value.get("type", key) if isinstance(value, Mapping) else key
       converter.ignored(key, str(source), TOP_LEVEL_KEYS[key])
-    elif key in ("supernet", "nas_backbone", "subnet_backbone", "mutable_cfg", "route_cfg", "arch_setting"):
+    elif key in _HELPER_VARIABLES:
       converter.ignored(key, key, "a helper variable of the config; what the model uses of it is converted")
     else:
       converter.unknown(key, key, "a top-level key jaxmutate does not know")

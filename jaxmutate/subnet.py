@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from jaxmutate.errors import SubnetFileTypeError
+from jaxmutate.errors import SubnetFileError, SubnetFileTypeError
 from jaxmutate.typing import FixSubnet
 
 
@@ -31,6 +31,74 @@ def _check_layout(fix_subnet: Any, source: str) -> FixSubnet:
     if not isinstance(entry, Mapping) or "chosen" not in entry:
       raise SubnetFileTypeError(f"{source}: entry {key!r} must be a mapping with a 'chosen' key, got {entry!r}.")
   return {key: dict(entry) for key, entry in fix_subnet.items()}
+
+
+_LAYOUTS = (
+  "MMRazor's {name: {chosen: value}} (1.x; a 'meta' beside 'chosen' is ignored), the plain {name: value} of "
+  "older MMRazor files (0.x-style, e.g. {stage_0_block_0: [shuffle_7x7]}), or a channel mutator's "
+  "config_template / {unit name: {choice: value}}"
+)
+
+
+def _is_plain_value(entry: Any) -> bool:
+  """A choice written without the ``{chosen: ...}`` wrapper: a name, a number or a list of them."""
+  if isinstance(entry, (list, tuple)):
+    return all(isinstance(e, (str, int, float)) for e in entry)
+  return isinstance(entry, (str, int, float))
+
+
+def as_fix_subnet(data: Any, source: str = "subnet") -> Any:
+  """Reads any layout of subnet file MMRazor has written into ``{name: {"chosen": value}}``.
+
+  The layout is detected for the whole file, never per entry:
+
+  - MMRazor 1.x: ``{name: {"chosen": value}}`` (a ``meta`` beside ``chosen``
+    is kept and ignored by loading);
+  - the plain layout of older MMRazor files, ``{name: value}`` (values may be
+    one-element lists, as 0.x wrote op choices): every entry is wrapped as
+    ``{"chosen": value}``;
+  - a channel mutator's ``config_template`` (``{"type": ..., "channel_unit_cfg":
+    ...}``) or its ``units`` (``{unit name: {"choice": value}}``): returned as
+    they are (channel mutators read them).
+
+  Args:
+    data: what a YAML/JSON subnet file holds.
+    source: the file, for messages.
+
+  Returns:
+    The subnet in MMRazor's 1.x layout (or a channel ``config_template`` unchanged).
+
+  Raises:
+    SubnetFileTypeError: (a ``SubnetFileError`` and a ``TypeError``) none of
+      these layouts (e.g. a list, or plain and wrapped entries mixed); the
+      message names ``source`` and the layouts expected.
+
+  Example:
+    >>> from jaxmutate.subnet import as_fix_subnet
+    >>> as_fix_subnet({"stage_0_block_0": ["shuffle_7x7"], "stage_0_block_1": "shuffle_3x3"})
+    {'stage_0_block_0': {'chosen': ['shuffle_7x7']}, 'stage_0_block_1': {'chosen': 'shuffle_3x3'}}
+    >>> as_fix_subnet({"normal_n2_p0": {"chosen": "sep_conv_3x3", "meta": None}})
+    {'normal_n2_p0': {'chosen': 'sep_conv_3x3', 'meta': None}}
+  """
+  if not isinstance(data, Mapping):
+    raise SubnetFileTypeError(f"{source}: a subnet file must hold a mapping ({_LAYOUTS}), got {type(data).__name__}.")
+  bad_keys = [key for key in data if not isinstance(key, str)]
+  if bad_keys:
+    raise SubnetFileTypeError(f"{source}: subnet keys are mutable names or aliases (strings), got {bad_keys[0]!r}.")
+  if isinstance(data.get("channel_unit_cfg"), Mapping):
+    return dict(data)
+  entries = list(data.values())
+  if entries and all(isinstance(e, Mapping) and "choice" in e and "chosen" not in e for e in entries):
+    return dict(data)
+  if entries and all(_is_plain_value(e) for e in entries):
+    return {key: {"chosen": value} for key, value in data.items()}
+  for key, entry in data.items():
+    if not isinstance(entry, Mapping) or "chosen" not in entry:
+      raise SubnetFileTypeError(
+        f"{source}: entry {key!r} must be a mapping with a 'chosen' key, got {entry!r}; a subnet file is one of "
+        f"{_LAYOUTS}, never a mix."
+      )
+  return {key: dict(entry) for key, entry in data.items()}
 
 
 def save_fix_subnet(fix_subnet: Mapping[str, Any], path: str | Path) -> Path:
@@ -70,11 +138,15 @@ def save_fix_subnet(fix_subnet: Mapping[str, Any], path: str | Path) -> Path:
 
 
 def read_fix_subnet(path: str | Path) -> FixSubnet:
-  """Reads a subnet file written by jaxmutate or MMRazor (YAML or JSON).
+  """Reads a subnet file written by jaxmutate or MMRazor (YAML or JSON), in any of MMRazor's layouts.
+
+  See :func:`as_fix_subnet` for the layouts; the result is MMRazor's 1.x
+  ``{name: {"chosen": value}}``.
 
   Raises:
     FileNotFoundError: no such file.
-    TypeError: the file does not hold ``{name: {chosen: value}}``.
+    SubnetFileTypeError: (a ``TypeError``) the file holds none of the layouts;
+      the message names the file.
 
   Example:
     >>> import tempfile, pathlib
@@ -82,8 +154,11 @@ def read_fix_subnet(path: str | Path) -> FixSubnet:
     >>> _ = path.write_text("backbone.layers.0.0:\\n  chosen: shuffle_7x7\\n")
     >>> read_fix_subnet(path)
     {'backbone.layers.0.0': {'chosen': 'shuffle_7x7'}}
+    >>> _ = path.write_text("stage_0_block_0: [shuffle_7x7]\\n")  # the plain layout of older files
+    >>> read_fix_subnet(path)
+    {'stage_0_block_0': {'chosen': ['shuffle_7x7']}}
   """
-  return _check_layout(read_mapping_file(path, "Subnet file"), str(path))
+  return as_fix_subnet(read_mapping_file(path, "Subnet file"), f"Subnet file {str(path)!r}")
 
 
 def read_mapping_file(path: str | Path, what: str = "File") -> Any:
@@ -91,6 +166,7 @@ def read_mapping_file(path: str | Path, what: str = "File") -> Any:
 
   Raises:
     FileNotFoundError: no such file.
+    SubnetFileError: (a ``ValueError``) the file is not valid YAML/JSON; the message names it.
 
   Example:
     >>> import tempfile, pathlib
@@ -103,8 +179,11 @@ def read_mapping_file(path: str | Path, what: str = "File") -> Any:
   if not path.is_file():
     raise FileNotFoundError(f"{what} {str(path)!r} does not exist.")
   text = path.read_text()
-  if path.suffix == ".json":
-    return json.loads(text)
   import yaml
 
-  return yaml.safe_load(text)
+  try:
+    return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+  except (json.JSONDecodeError, yaml.YAMLError) as error:
+    raise SubnetFileError(
+      f"{what} {str(path)!r} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {error}"
+    ) from None

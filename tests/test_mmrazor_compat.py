@@ -354,3 +354,195 @@ def test_missing_package_configs_and_base_keys_are_config_errors(mmrazor_tree):
   )
   with pytest.raises(ConfigError, match=r"bad_search\.py.*_base_\.val_loader.*no key 'val_loader'.*val_dataloader"):
     _load(mmrazor_tree, "spos/bad_search.py")
+
+
+# AutoSlim and slimmable networks, as MMRazor's configs write them: a 3-file _base_ chain for the subnet.
+CHANNEL_FILES = {
+  "mmcls/_base_/models/mobilenet_v2_1x.py": """
+        model = dict(
+            type='ImageClassifier',
+            backbone=dict(type='MobileNetV2', widen_factor=1.0),
+            neck=dict(type='GlobalAveragePooling'),
+            head=dict(type='LinearClsHead', num_classes=1000, in_channels=1280,
+                      loss=dict(type='CrossEntropyLoss', loss_weight=1.0), topk=(1, 5)))
+        """,
+  "mmrazor/_base_/settings/imagenet_bs2048_autoslim.py": """
+        train_dataloader = dict(batch_size=256, dataset=dict(type='mmcls.ImageNet', data_root='data/imagenet'))
+        val_dataloader = dict(batch_size=256, dataset=dict(type='mmcls.ImageNet', data_root='data/imagenet'))
+        val_evaluator = dict(type='mmcls.Accuracy', topk=(1, 5))
+        test_dataloader = val_dataloader
+        test_evaluator = val_evaluator
+        optim_wrapper = dict(optimizer=dict(type='mmcls.SGD', lr=0.8, momentum=0.9, weight_decay=1e-5))
+        param_scheduler = dict(type='mmcls.PolyLR', power=1.0, eta_min=0.0, by_epoch=True, end=50)
+        train_cfg = dict(by_epoch=True, max_epochs=50, val_interval=1)
+        val_cfg = dict()
+        test_cfg = dict()
+        """,
+  "configs/autoslim/autoslim_mbv2_1.5x_supernet_8xb256_in1k.py": """
+        _base_ = [
+            'mmrazor::_base_/settings/imagenet_bs2048_autoslim.py',
+            'mmcls::_base_/models/mobilenet_v2_1x.py',
+            'mmcls::_base_/default_runtime.py',
+        ]
+        supernet = _base_.model
+        supernet.backbone.widen_factor = 1.5
+        supernet.head.in_channels = 1920
+        data_preprocessor = dict(type='ImgDataPreprocessor', mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
+                                 bgr_to_rgb=True)
+        num_random_samples = 2
+        model = dict(
+            _delete_=True,
+            _scope_='mmrazor',
+            type='AutoSlim',
+            num_random_samples=num_random_samples,
+            architecture=supernet,
+            data_preprocessor=data_preprocessor,
+            distiller=dict(
+                type='ConfigurableDistiller',
+                teacher_recorders=dict(fc=dict(type='ModuleOutputs', source='head.fc')),
+                student_recorders=dict(fc=dict(type='ModuleOutputs', source='head.fc')),
+                distill_losses=dict(loss_kl=dict(type='KLDivergence', tau=1, loss_weight=1)),
+                loss_forward_mappings=dict(loss_kl=dict(preds_S=dict(recorder='fc', from_student=True),
+                                                        preds_T=dict(recorder='fc', from_student=False)))),
+            mutator=dict(
+                type='OneShotChannelMutator',
+                channel_unit_cfg=dict(
+                    type='OneShotMutableChannelUnit',
+                    default_args=dict(candidate_choices=list(i / 12 for i in range(2, 13)), choice_mode='ratio',
+                                      divisor=8)),
+                parse_cfg=dict(type='ChannelAnalyzer', demo_input=(1, 3, 224, 224), tracer_type='BackwardTracer')))
+        model_wrapper_cfg = dict(type='mmrazor.SubnetDDP', broadcast_buffers=False, find_unused_parameters=True)
+        optim_wrapper = dict(accumulative_counts=num_random_samples + 2)
+        max_epochs = 50
+        param_scheduler = dict(end=max_epochs)
+        train_cfg = dict(max_epochs=max_epochs)
+        val_cfg = dict(type='mmrazor.SubnetValLoop', calibrate_sample_num=4096)
+        """,
+  "configs/autoslim/autoslim_mbv2_1.5x_search_8xb256_in1k.py": """
+        _base_ = ['./autoslim_mbv2_1.5x_supernet_8xb256_in1k.py']
+        model = dict(bn_training_mode=True)
+        train_cfg = None
+        optim_wrapper = None
+        param_scheduler = None
+        train_dataloader = None
+        val_cfg = None
+        val_dataloader = None
+        val_evaluator = None
+        test_cfg = dict(
+            _delete_=True,
+            type='mmrazor.AutoSlimGreedySearchLoop',
+            dataloader=_base_.test_dataloader,
+            evaluator=_base_.test_evaluator,
+            target_flops=(500., 300., 200.))
+        """,
+  "configs/autoslim/autoslim_mbv2_1.5x_slimmable_subnet_8xb256_in1k.py": """
+        _base_ = [
+            'mmrazor::_base_/settings/imagenet_bs2048_autoslim.py',
+            'mmcls::_base_/models/mobilenet_v2_1x.py',
+            'mmcls::_base_/default_runtime.py',
+        ]
+        supernet = _base_.model
+        supernet.backbone.widen_factor = 1.5
+        supernet.head.in_channels = 1920
+        model = dict(
+            _delete_=True,
+            _scope_='mmrazor',
+            type='SlimmableNetwork',
+            architecture=supernet,
+            mutator=dict(
+                type='SlimmableChannelMutator',
+                channel_unit_cfg=dict(type='SlimmableChannelUnit', units='configs/autoslim/MBV2_slimmable.json'),
+                parse_cfg=dict(type='ChannelAnalyzer', demo_input=(1, 3, 224, 224), tracer_type='BackwardTracer')))
+        val_cfg = dict(type='mmrazor.SlimmableValLoop')
+        """,
+  "configs/autoslim/autoslim_mbv2_1.5x_subnet_8xb256_in1k_flops-530M.py": """
+        _base_ = 'autoslim_mbv2_1.5x_slimmable_subnet_8xb256_in1k.py'
+        model = dict(deploy_index=0)
+        """,
+}
+
+
+@pytest.fixture
+def channel_tree(mmrazor_tree):
+  for name, text in CHANNEL_FILES.items():
+    path = mmrazor_tree / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+  return mmrazor_tree
+
+
+def test_autoslim_supernet_config_maps_the_distiller_and_the_units(channel_tree):
+  cfg = _load(channel_tree, "autoslim/autoslim_mbv2_1.5x_supernet_8xb256_in1k.py")
+  assert cfg["model"]["architecture"]["backbone"]["widen_factor"] == 1.5  # changed through _base_.model
+  converted, report = compat.convert_mmrazor_config(cfg)
+  assert report.ok, str(report)
+  model = converted["model"]
+  assert model["type"] == "AutoSlim" and model["num_random_samples"] == 2
+  architecture = model["architecture"]
+  assert architecture["type"] == "SearchableMobileNetV2" and architecture["widen_factor"] == 1.5
+  assert architecture["num_classes"] == 1000 and len(architecture["arch_setting"]) == 7
+  assert architecture["candidate_choices"] == tuple(i / 12 for i in range(2, 13)) and architecture["divisor"] == 8
+  assert model["mutator"] == dict(
+    type="OneShotChannelMutator",
+    channel_unit_cfg=dict(
+      type="OneShotMutableChannelUnit",
+      default_args=dict(candidate_choices=[i / 12 for i in range(2, 13)], choice_mode="ratio", divisor=8),
+    ),
+  )
+  assert converted["calibrate_sample_num"] == 4096 and converted["train_cfg"] == dict(epochs=50, batch_size=256)
+  mapped = {entry.path: entry for entry in report.mapped}
+  assert "KL" in mapped["model.distiller"].reason and mapped["model.distiller"].target
+  assert mapped["model.architecture.backbone"].target == "SearchableMobileNetV2"
+  ignored = {entry.path: entry.reason for entry in report.ignored}
+  assert "issue #10" in ignored["model.mutator.parse_cfg"]
+  assert {"model.data_preprocessor", "model_wrapper_cfg", "optim_wrapper", "param_scheduler"} <= set(ignored)
+  algorithm = jm.build(model)  # the mutator accepts the unit arguments the backbone declares
+  assert type(algorithm).__name__ == "AutoSlim" and algorithm.num_random_samples == 2
+  assert isinstance(algorithm.mutator, jm.OneShotChannelMutator)
+
+
+def test_autoslim_search_config_maps_the_greedy_loop_and_reports_bn_training_mode(channel_tree):
+  cfg = _load(channel_tree, "autoslim/autoslim_mbv2_1.5x_search_8xb256_in1k.py")
+  assert cfg["train_cfg"] is None and cfg["model"]["bn_training_mode"] is True
+  converted, report = compat.convert_mmrazor_config(cfg)
+  assert report.ok, str(report)
+  assert converted["search_cfg"] == dict(
+    type="AutoSlimGreedySearchLoop", target_flops=(500.0, 300.0, 200.0), relative=False
+  )
+  assert "calibrate_sample_num" not in converted  # the search config sets val_cfg = None
+  mapped = {entry.path: entry.reason for entry in report.mapped}
+  assert "224x224" in mapped["test_cfg.target_flops"]
+  ignored = {entry.path: entry.reason for entry in report.ignored}
+  assert "recalibrated" in ignored["model.bn_training_mode"] and "no training" in ignored["train_cfg"]
+  assert {"test_cfg.dataloader", "test_cfg.evaluator"} <= set(ignored)
+  loop = jm.build(converted["search_cfg"])
+  assert isinstance(loop, jm.AutoSlimGreedySearchLoop) and loop.target_flops == (500.0, 300.0, 200.0)
+
+
+def test_slimmable_subnet_config_chain_of_three_files(channel_tree):
+  cfg = _load(channel_tree, "autoslim/autoslim_mbv2_1.5x_subnet_8xb256_in1k_flops-530M.py")
+  converted, report = compat.convert_mmrazor_config(cfg)
+  assert report.ok, str(report)
+  model = converted["model"]
+  assert model["type"] == "SlimmableNetwork" and model["deploy_index"] == 0  # from the third file
+  assert model["architecture"]["unit_type"] == "SlimmableChannelUnit"
+  assert model["mutator"]["channel_unit_cfg"] == dict(
+    type="SlimmableChannelUnit", units="configs/autoslim/MBV2_slimmable.json"
+  )
+  ignored = {entry.path: entry.reason for entry in report.ignored}
+  assert "model.mutator.parse_cfg" in ignored and "val_cfg" in ignored
+  assert isinstance(jm.build(model["architecture"]), jm.SearchableMobileNetV2)
+
+
+def test_a_distiller_jaxmutate_cannot_run_is_reported_not_dropped():
+  model = dict(
+    type="mmrazor.AutoSlim",
+    architecture=dict(type="mmcls.ImageClassifier", backbone=dict(type="MobileNetV2"), head=dict(num_classes=10)),
+    mutator=dict(type="OneShotChannelMutator"),
+    distiller=dict(type="ConfigurableDistiller", distill_losses=dict(loss_kl=dict(type="KLDivergence", tau=4))),
+    norm_training=True,
+  )
+  converted, report = compat.convert_mmrazor_config(dict(model=model))
+  ignored = {entry.path: entry.reason for entry in report.ignored}
+  assert "tau" in ignored["model.distiller"] and "distill_fn" in ignored["model.distiller"]
+  assert "norm_training" not in converted["model"] and "recalibrated" in ignored["model.norm_training"]

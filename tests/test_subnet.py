@@ -283,9 +283,14 @@ def test_read_fix_subnet_errors(tmp_path):
   (tmp_path / "list.yaml").write_text("- a\n- b\n")
   with pytest.raises(TypeError, match="mapping"):
     jm.read_fix_subnet(tmp_path / "list.yaml")
-  (tmp_path / "flat.yaml").write_text("a: shuffle_7x7\n")
-  with pytest.raises(TypeError, match="'a'.*chosen"):
-    jm.read_fix_subnet(tmp_path / "flat.yaml")
+  (tmp_path / "flat.yaml").write_text("a: shuffle_7x7\n")  # the plain layout of older MMRazor files
+  assert jm.read_fix_subnet(tmp_path / "flat.yaml") == {"a": {"chosen": "shuffle_7x7"}}
+  (tmp_path / "mixed.yaml").write_text("a: shuffle_7x7\nb: {chosen: shuffle_3x3}\n")
+  with pytest.raises(jm.errors.SubnetFileTypeError, match=r"mixed\.yaml.*'a'.*chosen.*never a mix"):
+    jm.read_fix_subnet(tmp_path / "mixed.yaml")
+  (tmp_path / "broken.yaml").write_text("a: [unclosed\n")
+  with pytest.raises(jm.errors.SubnetFileError, match=r"broken\.yaml.*not valid YAML"):
+    jm.read_fix_subnet(tmp_path / "broken.yaml")
 
 
 # Export keys over grouping layouts -------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -10,6 +11,7 @@ from typing import Any, ClassVar
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxmutate.channels import UnitChannels
 from jaxmutate.errors import (
@@ -28,7 +30,7 @@ from jaxmutate.errors import (
 from jaxmutate.mutables import MutableSpec
 from jaxmutate.mutators._grouping import build_search_groups, collect_specs, normalize_custom_group
 from jaxmutate.mutators._units import collect_layer_channels, relate_units, unit_display_name, units_as_fix_subnet
-from jaxmutate.spaces import SearchSpace, is_traced
+from jaxmutate.spaces import EdgeSubsetSpace, SearchSpace, is_traced
 from jaxmutate.typing import Choices, FixSubnet, GroupChoices, PRNGKey, Variables
 
 
@@ -358,17 +360,61 @@ class ModuleMutator(BaseMutator):
       TracedChoiceError: (a ``TypeError``) a choice is traced (call outside ``jit``).
     """
     checked = self.check_group_choices(group_choices)
-    fix_subnet: FixSubnet = {}
     for group in self.search_groups:
       if is_traced(checked[group]):
         raise TracedChoiceError(
           f"export_fix_subnet needs concrete choices, but group {group} ({self.group_key(group)!r}) is traced; "
           "call it outside jit/vmap."
         )
+    routes = {g: self.group_space(g).derive(checked[g]) for g in self._route_groups()}
+    unused = self._unused_groups(routes)
+    fix_subnet: FixSubnet = {}
+    for group in self.search_groups:
+      if group in unused:
+        continue
       chosen = self.group_space(group).export(checked[group])
       for key in self._export_keys(group):
         fix_subnet[key] = {"chosen": chosen}
     return fix_subnet
+
+  # Routes: mutables inside edges a route does not keep ----------------------
+
+  def _route_groups(self) -> list[int]:
+    """Groups whose choice selects route edges (:class:`~jaxmutate.spaces.EdgeSubsetSpace`)."""
+    return [g for g in self.search_groups if isinstance(self.group_space(g), EdgeSubsetSpace)]
+
+  def _unused_groups(self, route_choices: Mapping[int, Any]) -> set[int]:
+    """Groups all of whose mutables sit inside route edges that ``route_choices`` does not keep.
+
+    A route's edge ``e`` is the module ``<route name>.<e>``; a mutable is unused when
+    an enclosing route drops the edge holding it, or the enclosing route is unused
+    itself. Fixing a route removes its other edges in MMRazor, so its subnet files
+    omit these mutables; they leave the network's output unchanged.
+    """
+    groups = self.search_groups
+    group_of = {name: g for g, names in groups.items() for name in names}
+    edges = [
+      (name, index, f"{name}.{edge}")
+      for name, spec in self.specs
+      if isinstance(spec.space, EdgeSubsetSpace)
+      for index, edge in enumerate(spec.space.candidates)
+    ]
+    kept = {g: {int(i) for i in np.asarray(c).reshape(-1).tolist()} for g, c in route_choices.items()}
+    enclosing = {
+      name: [(route, index) for route, index, path in edges if name == path or name.startswith(path + ".")]
+      for name in group_of
+    }
+    unused: set[str] = set()
+    changed = True
+    while changed:  # nested routes: an unused route makes everything in its edges unused
+      changed = False
+      for name, around in enclosing.items():
+        if name in unused:
+          continue
+        if any(route in unused or index not in kept.get(group_of[route], {index}) for route, index in around):
+          unused.add(name)
+          changed = True
+    return {g for g, names in groups.items() if all(name in unused for name in names)}
 
   def load_fix_subnet(
     self, fix_subnet: Mapping[str, Any] | str | Path, prefix: str = "", extra_prefix: str = ""
@@ -379,9 +425,19 @@ class ModuleMutator(BaseMutator):
     prefix (``backbone.layers.0.0``); ``prefix`` is removed from the start of
     every key that has it (a real prefix, not MMRazor's ``str.lstrip``
     character set), then ``extra_prefix`` is prepended, as in MMRazor's
-    ``load_fix_subnet``. When no key matches as written but every key does
-    after removing a leading ``backbone.``, the file is read that way (the
-    layout MMRazor's SPOS and DARTS files use for a bare backbone).
+    ``load_fix_subnet``. When no key matches as written, the file is read
+    the first of these ways under which every key matches: without a leading
+    ``backbone.`` (the layout MMRazor's SPOS and DARTS files use for a bare
+    backbone), or with MMRazor 0.x's ShuffleNet names (``stage_0_block_1`` is
+    ``layers.0.1``). A file may be in any layout :func:`~jaxmutate.subnet.as_fix_subnet`
+    reads (MMRazor 1.x, the plain ``{name: value}`` of older files,
+    ``{chosen, meta}`` entries).
+
+    A mutable inside a route edge the subnet does not keep needs no entry
+    (MMRazor's DARTS files list only the kept edges' operations, because
+    fixing a route removes its other edges); it gets a valid choice that
+    does not change the network. A missing entry for a mutable that is
+    used is an error.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -395,14 +451,17 @@ class ModuleMutator(BaseMutator):
     Raises:
       SubnetFileTypeError: (a ``TypeError``) ``fix_subnet`` (or an entry of it)
         is not a mapping.
-      SubnetEntryMissingError: (a ``KeyError``) an entry for some mutable or
-        alias is missing.
+      SubnetEntryMissingError: (a ``KeyError``) an entry for some used
+        mutable or alias is missing.
       SubnetFileError: (a ``ValueError``) an unknown entry, a value not among
-        the candidates, or two entries of one group that disagree.
+        the candidates, or two entries of one group that disagree. Messages
+        name the file when ``fix_subnet`` is a path.
     """
     from jaxmutate.subnet import read_fix_subnet
 
+    where = "Subnet"
     if isinstance(fix_subnet, (str, Path)):
+      where = f"Subnet file {str(fix_subnet)!r}"
       fix_subnet = read_fix_subnet(fix_subnet)
     if not isinstance(fix_subnet, Mapping):
       raise SubnetFileTypeError(
@@ -411,30 +470,54 @@ class ModuleMutator(BaseMutator):
     expected = [key for group in self.search_groups for key in self._export_keys(group)]
     fix_subnet = _renamed(fix_subnet, prefix, extra_prefix)
     if not prefix and fix_subnet and not any(key in expected for key in fix_subnet):
-      stripped = _renamed(fix_subnet, "backbone.", "")
-      if all(key in expected for key in stripped):
-        fix_subnet = stripped
+      for rename in _FALLBACK_RENAMES:
+        renamed = {rename(key): entry for key, entry in fix_subnet.items()}
+        if all(key in expected for key in renamed):
+          fix_subnet = renamed
+          break
     fix_subnet = self._subnet_by_export_key(units_as_fix_subnet(fix_subnet))
     unknown = [key for key in fix_subnet if key not in expected]
     if unknown:
-      raise SubnetFileError(f"Subnet has unknown entries {unknown}; expected keys {expected}.")
+      hint = ""
+      if len(unknown) == len(fix_subnet):
+        hint = (
+          " None of its keys names a mutable of this supernet, even after removing a leading 'backbone.' and "
+          "reading MMRazor 0.x names: pass prefix=/extra_prefix= if the file was written for a model that nests "
+          "this one differently."
+        )
+      raise SubnetFileError(f"{where} has unknown entries {unknown}; expected keys {expected}.{hint}")
     group_choices: GroupChoices = {}
+    missing: dict[int, str] = {}
     for group in self.search_groups:
       space = self.group_space(group)
       values = []
       for key in self._export_keys(group):
         if key not in fix_subnet:
-          raise SubnetEntryMissingError(f"Subnet has no entry for {key!r} (search group {group}).")
+          missing.setdefault(group, key)
+          continue
         entry = fix_subnet[key]
         if not isinstance(entry, Mapping) or "chosen" not in entry:
-          raise SubnetFileTypeError(f"Subnet entry {key!r} must be a mapping with a 'chosen' key, got {entry!r}.")
-        values.append((key, space.load(entry["chosen"], key)))
+          raise SubnetFileTypeError(f"{where} entry {key!r} must be a mapping with a 'chosen' key, got {entry!r}.")
+        try:
+          values.append((key, space.load(entry["chosen"], key)))
+        except SubnetFileError as error:
+          raise type(error)(str(error) if where == "Subnet" else f"{where}: {error}") from None
+      if not values:
+        continue
       first_key, first = values[0]
       for key, value in values[1:]:
         if not bool(jnp.all(value == first)):
-          raise SubnetFileError(f"Subnet entries {first_key!r} and {key!r} share search group {group} but disagree.")
+          raise SubnetFileError(f"{where} entries {first_key!r} and {key!r} share search group {group} but disagree.")
       group_choices[group] = first
-    return group_choices
+    if missing:
+      routes = {g: c for g, c in group_choices.items() if g in self._route_groups()}
+      unused = self._unused_groups(routes)
+      for group, key in missing.items():
+        if group not in unused:
+          raise SubnetEntryMissingError(f"{where} has no entry for {key!r} (search group {group}).")
+        # Any valid choice: nothing of it runs, because its route edge is not kept.
+        group_choices.setdefault(group, self.group_space(group).sample(jax.random.key(0)))
+    return {group: group_choices[group] for group in self.search_groups}
 
 
 def _translate_unit_names(
@@ -445,6 +528,20 @@ def _translate_unit_names(
     return None
   by_display = {shown: name for name, shown in display.items() if shown != name}
   return tuple(tuple(by_display.get(key, key) for key in entry) for entry in custom_group)
+
+
+def _mmrazor0_name(key: str, root: str) -> str:
+  """MMRazor 0.x's ShuffleNet names (``stage_0_block_1``) as module paths (``layers.0.1``)."""
+  match = re.fullmatch(r"(?:backbone\.)?stage_(\d+)_block_(\d+)", key)
+  return f"{root}layers.{match.group(1)}.{match.group(2)}" if match else key
+
+
+_FALLBACK_RENAMES = (
+  lambda key: key.removeprefix("backbone."),
+  lambda key: _mmrazor0_name(key, ""),
+  lambda key: _mmrazor0_name(key, "backbone."),
+)
+"""Readings of a subnet file tried in turn when none of its keys matches as written."""
 
 
 def _renamed(fix_subnet: Mapping[str, Any], prefix: str, extra_prefix: str) -> dict[str, Any]:
