@@ -146,6 +146,14 @@ def _report(summary: dict[str, Any], work_dir: Path) -> None:
   random = summary.get("random_subnets_test_accuracy")
   if random:
     lines.append(f"  random subnets' test accuracy: median {random['median']:.4g} (n={random['count']})")
+  versus = summary.get("search_vs_random")
+  if versus and versus.get("rank") is not None:
+    lines.append(
+      f"  searched vs {versus['found']} random subnets under the same constraint: "
+      f"rank {versus['rank']}/{versus['rank_out_of']}, percentile {versus['percentile']:.0f}"
+    )
+  if versus and versus.get("warning"):
+    lines.append(f"  warning: {versus['warning']}")
   if "retrain" in summary:
     lines.append(f"  retrained best subnet test accuracy: {summary['retrain']['test_accuracy']:.4g}")
   print("\n".join(lines))

@@ -1,6 +1,13 @@
 # SPOS on the embedded digits data: a ShuffleNetV2 supernet of the four SPOS
 # choice blocks, uniform single-path training, then evolution search under a
-# FLOPs budget. `jaxmutate demo` runs this file.
+# FLOPs budget, compared with random subnets under the same budget on the
+# held-out test split. `jaxmutate demo` runs this file.
+#
+# The space is a narrow one (widen_factor=0.5: stage widths 8/16/32) so that
+# the choices matter on 8x8 digits: at full width nearly every subnet reaches
+# 0.92-0.95 and search cannot be told from luck; at half width the blocks'
+# extra depth and kernel size buy accuracy, and the tight budget makes the
+# search decide where to spend it.
 
 model = dict(
   type="SPOS",
@@ -10,8 +17,8 @@ model = dict(
     arch_setting=((16, 2, 1), (32, 2, 2), (64, 2, 2)),
     stem_channels=16,
     stem_stride=1,
-    widen_factor=1.0,
-    last_channels=128,
+    widen_factor=0.5,
+    last_channels=64,
   ),
   mutator=dict(type="OneShotModuleMutator"),
 )
@@ -38,12 +45,15 @@ search_cfg = dict(
   num_crossover=25,
   mutate_prob=0.1,
   crossover_prob=0.5,
-  # Per-image MFLOPs of the subnets span about 0.31-0.50; the budget keeps
-  # roughly the cheaper half of the search space.
-  constraints_range=dict(flops=(0.0, 0.40)),
+  # Per-image MFLOPs of the subnets span about 0.097-0.186; the budget keeps
+  # about a fifth of the search space (mostly 3x3/5x5 blocks in the first,
+  # 8x8 stage, where a block costs most).
+  constraints_range=dict(flops=(0.0, 0.125)),
   calibrate_sample_num=512,
 )
 
 retrain_cfg = dict(epochs=0)
 
+# Random subnets meeting the same constraint (rejection sampling, at most
+# 100 x as many draws), rated on the test split the search never saw.
 num_random_baseline = 20

@@ -11,7 +11,7 @@ protocol), ``_loop`` (:func:`train_loop`, the one supervised training loop),
 ``spos`` (:class:`SPOS`, supernet training and subnet retraining), ``darts``
 (:class:`DARTS`, the search loop and the derived network's retraining),
 ``autoslim`` (:class:`AutoSlim` and :class:`SlimmableNetwork`: width search,
-exports and the accuracy–FLOPs plot) and ``plots`` (:func:`plot_arch_weights`).
+exports and the accuracy–FLOPs plot) and ``plots`` (:func:`plot_arch_weights`, :func:`plot_pareto`).
 """
 
 from jaxmutate.runners._base import COMMON_CONFIG_KEYS as COMMON_CONFIG_KEYS
@@ -29,7 +29,9 @@ from jaxmutate.runners.autoslim import plot_width_search as plot_width_search
 from jaxmutate.runners.darts import DARTS as DARTS
 from jaxmutate.runners.darts import retrain_derived_network as retrain_derived_network
 from jaxmutate.runners.plots import plot_arch_weights as plot_arch_weights
+from jaxmutate.runners.plots import plot_pareto as plot_pareto
 from jaxmutate.runners.spos import SPOS as SPOS
+from jaxmutate.runners.spos import compare_with_random as compare_with_random
 from jaxmutate.runners.spos import retrain_subnet as retrain_subnet
 from jaxmutate.runners.spos import train_supernet as train_supernet
 
@@ -40,9 +42,11 @@ __all__ = [
   "check_run_config",
   "check_score_key",
   "check_search_type",
+  "compare_with_random",
   "DARTS",
   "load_data",
   "plot_arch_weights",
+  "plot_pareto",
   "plot_width_search",
   "retrain_derived_network",
   "retrain_subnet",

@@ -1,8 +1,8 @@
-"""Plots of a search: the architecture weights of a DARTS search per epoch."""
+"""Plots of a search: the architecture weights of a DARTS search per epoch; a SPOS search's accuracy against FLOPs."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,4 +70,74 @@ def plot_arch_weights(path: str | Path, log: Mapping[str, Any]) -> bool:
   return True
 
 
-__all__ = ["plot_arch_weights"]
+def plot_pareto(
+  path: str | Path,
+  flops: Sequence[float] | np.ndarray,
+  val_accuracy: Sequence[float] | np.ndarray,
+  searched: tuple[float, float, float],
+  random_flops: Sequence[float] | np.ndarray = (),
+  random_val_accuracy: Sequence[float] | np.ndarray = (),
+  random_test_accuracy: Sequence[float] | np.ndarray = (),
+  constraints_range: Mapping[str, Any] | None = None,
+) -> bool:
+  """Plots accuracy against MFLOPs of a SPOS search into a PNG file (two panels).
+
+  Left, validation accuracy (what the search ranked by): every subnet the
+  search rated, the random subnets and the searched one. Right, held-out test
+  accuracy: the random subnets (their median dashed) and the searched one.
+  A FLOPs bound of ``constraints_range`` is drawn as a vertical line.
+
+  Args:
+    path: the image to write.
+    flops: MFLOPs per image of the rated subnets.
+    val_accuracy: their validation accuracies.
+    searched: ``(MFLOPs, validation accuracy, test accuracy)`` of the searched subnet.
+    random_flops: MFLOPs of the random (constrained) subnets.
+    random_val_accuracy: their validation accuracies.
+    random_test_accuracy: their test accuracies.
+    constraints_range: the search's constraints (only ``flops`` is drawn).
+
+  Returns:
+    Whether a plot was written (``False`` without matplotlib).
+
+  Example:
+    >>> import pathlib, tempfile
+    >>> from jaxmutate.runners.plots import plot_pareto
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...   plot_pareto(pathlib.Path(folder) / "pareto.png", [0.3, 0.4], [0.8, 0.9], (0.4, 0.9, 0.88),
+    ...               [0.35], [0.85], [0.84], {"flops": (0.0, 0.45)})
+    True
+  """
+  try:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+  except ImportError:
+    return False
+  fig, (val_ax, test_ax) = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+  val_ax.plot(np.asarray(flops), np.asarray(val_accuracy), ".", color="0.65", markersize=4, label="rated by the search")
+  if len(random_flops):
+    val_ax.plot(random_flops, random_val_accuracy, "x", color="tab:orange", label="random, same constraint")
+    test_ax.plot(random_flops, random_test_accuracy, "x", color="tab:orange", label="random, same constraint")
+    median = float(np.median(np.asarray(random_test_accuracy)))
+    test_ax.axhline(median, color="tab:orange", linestyle="--", linewidth=1, label=f"random median {median:.3f}")
+  val_ax.plot(searched[0], searched[1], "*", color="tab:red", markersize=14, label="searched")
+  test_ax.plot(searched[0], searched[2], "*", color="tab:red", markersize=14, label=f"searched {searched[2]:.3f}")
+  bounds = (constraints_range or {}).get("flops")
+  high = bounds if isinstance(bounds, (int, float)) else (bounds[1] if bounds else None)
+  for ax, title in ((val_ax, "validation accuracy (what the search ranked by)"), (test_ax, "test accuracy (held out)")):
+    if high is not None:
+      ax.axvline(float(high), color="0.3", linestyle=":", linewidth=1, label=f"FLOPs budget {float(high):g}")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("MFLOPs per image")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+  val_ax.set_ylabel("accuracy (supernet weights, BN recalibrated)", fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+  return True
+
+
+__all__ = ["plot_arch_weights", "plot_pareto"]

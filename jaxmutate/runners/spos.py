@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,8 @@ from jaxmutate.registry import MODELS, build
 from jaxmutate.resources import build_resource_table, estimate_resources
 from jaxmutate.runners._base import SearchResult, check_run_config, check_score_key, check_search_type, load_data
 from jaxmutate.runners._loop import Batches, train_loop
-from jaxmutate.search import EvolutionResult, EvolutionSearchLoop
+from jaxmutate.runners.plots import plot_pareto
+from jaxmutate.search import EvolutionResult, EvolutionSearchLoop, rank_against, sample_constrained
 from jaxmutate.typing import PRNGKey
 
 _LOGGED = ("loss", "accuracy")
@@ -111,7 +113,7 @@ class SPOS:
       "search_cfg": ("type", "calibrate_sample_num", "score_key") + loop_keys,
       "retrain_cfg": ("epochs", "batch_size", "optimizer"),
     }
-    check_run_config(config, "SPOS", sections, ("num_random_baseline",))
+    check_run_config(config, "SPOS", sections, ("num_random_baseline", "random_baseline_max_attempts"))
     search_cfg = config.get("search_cfg") or {}
     check_search_type(search_cfg, "EvolutionSearchLoop", "SPOS")
     check_score_key(search_cfg, "SPOS")
@@ -123,8 +125,14 @@ class SPOS:
     for :func:`load_data`; the embedded digits by default), ``train_cfg`` (``epochs``, ``batch_size``,
     ``optimizer``), ``search_cfg`` (:class:`EvolutionSearchLoop` settings plus
     ``calibrate_sample_num``), ``retrain_cfg`` (``epochs``, ``optimizer``;
-    ``epochs=0`` skips it), ``num_random_baseline`` (random subnets rated as a
-    baseline).
+    ``epochs=0`` skips it), ``num_random_baseline`` (random subnets that meet
+    ``search_cfg.constraints_range``, rated on the test split as a baseline:
+    see :func:`compare_with_random`), ``random_baseline_max_attempts`` (the
+    cap on their draws, default ``100 * num_random_baseline``).
+
+    Besides the returned summary it writes ``work_dir/pareto.png`` (with
+    matplotlib): accuracy against FLOPs of every subnet the search rated,
+    the random ones and the searched one.
     """
     work_dir = Path(work_dir)
     self.check_config(config)
@@ -179,32 +187,54 @@ class SPOS:
     )
     loop = EvolutionSearchLoop(**search_cfg)
     start = time.perf_counter()
-    result = _search(loop, search_key, mutator, lambda population: val_scorer(state, population), table, progress)
+    evaluated = _Evaluated()
+    result = _search(
+      loop, search_key, mutator, evaluated.recording(lambda population: val_scorer(state, population)), table, progress
+    )
     timings["search_s"] = time.perf_counter() - start
 
     best = result.best_choices
     best_population = {g: v[None] for g, v in best.items()}
     best_test = float(test_scorer(state, best_population)[0])
-    random_population = jax.vmap(mutator.sample_choices)(jax.random.split(baseline_key, num_random))
-    random_test = np.asarray(test_scorer(state, random_population))
+    start = time.perf_counter()
+    baseline = compare_with_random(
+      baseline_key,
+      mutator,
+      best_test,
+      lambda population: test_scorer(state, population),
+      table,
+      loop.constraints_range,
+      num_random,
+      max_attempts=config.get("random_baseline_max_attempts"),
+    )
+    timings["random_baseline_s"] = time.perf_counter() - start
     fix_subnet = mutator.export_fix_subnet(best)
     resources = estimate_resources(model, variables, mutator, best, per_image)
+    random_population = baseline.pop("population")
+    plotted = plot_pareto(
+      work_dir / "pareto.png",
+      flops=np.asarray(table(evaluated.population())["flops"]) if evaluated else np.zeros(0),
+      val_accuracy=evaluated.scores(),
+      searched=(resources["flops"], result.best_score, best_test),
+      random_flops=np.asarray(table(random_population)["flops"]) if baseline["found"] else np.zeros(0),
+      random_val_accuracy=val_scorer(state, random_population) if baseline["found"] else np.zeros(0),
+      random_test_accuracy=np.asarray(baseline.pop("random_test_accuracies")),
+      constraints_range=loop.constraints_range,
+    )
 
     summary: dict[str, Any] = {
       "algorithm": "SPOS",
       "best_val_accuracy": result.best_score,
       "best_test_accuracy": best_test,
-      "random_subnets_test_accuracy": {
-        "count": num_random,
-        "median": float(np.median(random_test)),
-        "mean": float(np.mean(random_test)),
-        "max": float(np.max(random_test)),
-      },
+      # The constrained random subnets' spread (None when none met the constraint).
+      "random_subnets_test_accuracy": baseline["random_test_accuracy"],
+      "search_vs_random": baseline,
       "chance_accuracy": 1.0 / data.num_classes,
       "best_flops_M_per_image": resources["flops"],
       "best_params_M": resources["params"],
       "num_subnets_evaluated": result.num_evaluated,
       "search_history": result.history,
+      "pareto_plot": "pareto.png" if plotted else None,
       "supernet_train": train_log,
       "timings_s": timings,
     }
@@ -215,6 +245,140 @@ class SPOS:
       )
       timings["retrain_s"] = time.perf_counter() - start
     return SearchResult(fix_subnet, summary)
+
+
+class _Evaluated:
+  """Every subnet the search rated and its score, in rating order (for the accuracy-FLOPs plot)."""
+
+  def __init__(self) -> None:
+    self.populations: list[dict[int, np.ndarray]] = []
+    self.rated: list[np.ndarray] = []
+
+  def __bool__(self) -> bool:
+    return bool(self.populations)
+
+  def recording(self, score_fn: Callable[[dict[int, jax.Array]], np.ndarray]) -> Callable[..., np.ndarray]:
+    def score(population: dict[int, jax.Array]) -> np.ndarray:
+      scores = np.asarray(score_fn(population))
+      self.populations.append({g: np.asarray(v) for g, v in population.items()})
+      self.rated.append(scores)
+      return scores
+
+    return score
+
+  def population(self) -> dict[int, np.ndarray]:
+    return {g: np.concatenate([p[g] for p in self.populations]) for g in self.populations[0]}
+
+  def scores(self) -> np.ndarray:
+    return np.concatenate(self.rated) if self.rated else np.zeros(0)
+
+
+def compare_with_random(
+  key: PRNGKey,
+  mutator: ModuleMutator,
+  searched_score: float,
+  score_fn: Callable[[dict[int, Any]], np.ndarray],
+  resource_fn: Any,
+  constraints_range: Mapping[str, Any] | None,
+  num: int,
+  max_attempts: int | None = None,
+) -> dict[str, Any]:
+  """Rates random subnets that meet the search's constraint and ranks the searched subnet among them.
+
+  The random subnets are drawn by rejection sampling
+  (:func:`~jaxmutate.search.sample_constrained`, at most ``max_attempts``
+  draws, default ``100 * num``) and rated with ``score_fn`` (the runner
+  passes held-out test accuracy, a split the search never saw). When fewer
+  than ``num`` meet the constraint the report says so in ``warning`` and a
+  ``RuntimeWarning`` is issued; when none does, there is no comparison
+  (``rank`` and the spread are ``None``), never one against an empty set.
+
+  Args:
+    key: PRNG key of the draws.
+    mutator: the prepared mutator.
+    searched_score: the searched subnet's score on the same data.
+    score_fn: rates a stacked population, ``[P]`` scores.
+    resource_fn: ``population -> {name: [P]}`` (the resource table).
+    constraints_range: the search's constraint (``None``: every subnet).
+    num: random subnets asked for.
+    max_attempts: the cap on draws.
+
+  Returns:
+    A JSON-ready dict: ``requested``, ``found``, ``attempts``,
+    ``max_attempts``, ``acceptance_rate``, ``constraints_range``,
+    ``searched_test_accuracy``, ``random_test_accuracy`` (``count``,
+    ``median``, ``q1``, ``q3``, ``min``, ``max``, ``mean``; ``None`` without
+    random subnets), ``rank`` (1 = above every random subnet; among
+    ``found + 1``), ``percentile`` (share of random subnets below, ties
+    half), ``beats_median``, ``warning`` (``None`` when all were found), and
+    two entries the runner pops: ``population`` (the random subnets) and
+    ``random_test_accuracies`` (their scores).
+
+  Example:
+    >>> import warnings
+    >>> import jax, jax.numpy as jnp
+    >>> import jaxmutate as jm
+    >>> from jaxmutate.runners.spos import compare_with_random
+    >>> net = jm.models.SearchableMLP(num_classes=2, width=4, num_layers=2)
+    >>> mutator = jm.OneShotModuleMutator().prepare_from_supernet(net.init(jax.random.key(0), jnp.ones((1, 3)), None))
+    >>> cost = lambda population: {"ops": sum(population.values()).astype(jnp.float32)}
+    >>> accuracy = lambda population: 0.5 + 0.1 * jnp.asarray(population[0], jnp.float32)
+    >>> report = compare_with_random(jax.random.key(1), mutator, 0.75, accuracy, cost, {"ops": 2}, 10)
+    >>> report["found"], report["rank"], report["beats_median"], report["warning"]
+    (10, 1, True, None)
+    >>> with warnings.catch_warnings(record=True):
+    ...   report = compare_with_random(jax.random.key(1), mutator, 0.75, accuracy, cost, {"ops": -1}, 10)
+    >>> report["found"], report["attempts"], report["rank"], report["warning"]
+    (0, 1000, None, "no random subnet out of 1000 drawn meets constraints_range {'ops': -1}: nothing to compare with")
+  """
+  constraints = dict(constraints_range or {})
+  sample = sample_constrained(key, mutator, num, resource_fn, constraints, max_attempts)
+  report: dict[str, Any] = {
+    "held_out_split": "test",
+    "constraints_range": {
+      name: list(bounds) if isinstance(bounds, tuple) else bounds for name, bounds in constraints.items()
+    },
+    "requested": sample.num_requested,
+    "found": sample.num_found,
+    "attempts": sample.num_attempts,
+    "max_attempts": sample.max_attempts,
+    "acceptance_rate": sample.acceptance_rate,
+    "searched_test_accuracy": float(searched_score),
+    "random_test_accuracy": None,
+    "rank": None,
+    "rank_out_of": sample.num_found + 1,
+    "percentile": None,
+    "beats_median": None,
+    "warning": None,
+    "population": sample.population,
+    "random_test_accuracies": [],
+  }
+  if sample.num_found == 0:
+    if num > 0:
+      report["warning"] = (
+        f"no random subnet out of {sample.num_attempts} drawn meets constraints_range {constraints}: nothing to compare with"
+      )
+  else:
+    scores = np.asarray(score_fn(sample.population), np.float64)
+    ranked = rank_against(searched_score, scores)
+    report.update(
+      random_test_accuracy={
+        "count": ranked.count,
+        **{name: getattr(ranked, name) for name in ("median", "q1", "q3", "min", "max", "mean")},
+      },
+      rank=ranked.rank,
+      percentile=ranked.percentile,
+      beats_median=ranked.beats_median,
+      random_test_accuracies=scores.tolist(),
+    )
+    if not sample.complete:
+      report["warning"] = (
+        f"only {sample.num_found} of the {num} random subnets asked for meet constraints_range {constraints} "
+        f"({sample.num_attempts} drawn): the comparison rests on {sample.num_found}"
+      )
+  if report["warning"]:
+    warnings.warn(f"SPOS random baseline: {report['warning']}.", RuntimeWarning, stacklevel=2)
+  return report
 
 
 def _search(
@@ -362,4 +526,4 @@ def retrain_subnet(
   return {"epochs": retrain_cfg["epochs"], "test_accuracy": test_accuracy, "log": log}
 
 
-__all__ = ["SPOS", "retrain_subnet", "train_supernet"]
+__all__ = ["SPOS", "compare_with_random", "retrain_subnet", "train_supernet"]

@@ -186,3 +186,48 @@ def test_spos_run_end_to_end(tmp_path):
   assert summary["best_flops_M_per_image"] > 0 and summary["best_params_M"] > 0
   assert summary["retrain"]["test_accuracy"] > summary["chance_accuracy"]
   assert len(summary["search_history"]) == 2
+  versus = summary["search_vs_random"]
+  assert versus["requested"] == versus["found"] == 4 and versus["warning"] is None
+  assert 1 <= versus["rank"] <= 5 and summary["random_subnets_test_accuracy"]["count"] == 4
+  assert versus["held_out_split"] == "test" and versus["attempts"] == 4  # no constraint: every draw counts
+  spread = versus["random_test_accuracy"]
+  assert spread["min"] <= spread["q1"] <= spread["median"] <= spread["q3"] <= spread["max"]
+  assert versus["rank_out_of"] == 5 and 0 <= versus["percentile"] <= 100
+  assert versus["beats_median"] == (summary["best_test_accuracy"] > spread["median"])
+  assert summary["pareto_plot"] == "pareto.png" and (tmp_path / "pareto.png").stat().st_size > 0
+
+
+def _tiny_run(tmp_path, **overrides):
+  config = dict(
+    model=dict(
+      type="SPOS",
+      architecture=dict(type="SearchableMLP", width=8, num_layers=3, num_classes=10),
+      mutator=dict(type="OneShotModuleMutator"),
+    ),
+    train_cfg=dict(epochs=1, batch_size=64),
+    search_cfg=dict(max_epochs=2, num_candidates=6, top_k=3, num_mutation=3, num_crossover=3, calibrate_sample_num=0),
+    num_random_baseline=6,
+  )
+  config.update(overrides)
+  return jm.build(config["model"]).run(config, tmp_path, seed=0, progress=False).summary
+
+
+@pytest.mark.slow
+def test_spos_run_says_when_few_random_subnets_meet_the_constraint(tmp_path):
+  # MFLOPs of this MLP: 0.00164 with every layer a Dense, 0.00014 less per skip: the bound keeps two skips or more.
+  search_cfg = dict(
+    max_epochs=1,
+    num_candidates=3,
+    top_k=1,
+    num_mutation=1,
+    num_crossover=1,
+    calibrate_sample_num=0,
+    constraints_range=dict(flops=(0.0, 0.0014)),
+  )
+  with pytest.warns(RuntimeWarning, match="of the 6 random subnets asked for meet"):
+    summary = _tiny_run(tmp_path, search_cfg=search_cfg, random_baseline_max_attempts=8)
+  versus = summary["search_vs_random"]
+  assert (versus["requested"], versus["attempts"]) == (6, 8) and 1 <= versus["found"] < 6
+  assert f"only {versus['found']} of the 6" in versus["warning"] and versus["rank_out_of"] == versus["found"] + 1
+  spread = summary["random_subnets_test_accuracy"]
+  assert spread is versus["random_test_accuracy"] and spread["count"] == versus["found"]
