@@ -10,6 +10,7 @@ import textwrap
 import pytest
 
 import jaxmutate as jm
+from jaxmutate import cli
 from jaxmutate.errors import ConfigTypeError
 
 TINY_CONFIG = (
@@ -50,15 +51,16 @@ def test_a_second_cli_run_compiles_nothing(tmp_path):
   assert summaries[0]["best_val_accuracy"] == summaries[1]["best_val_accuracy"]
 
 
-def test_cache_can_be_turned_off(tmp_path):
+def test_cache_can_be_turned_off(tmp_path, monkeypatch):
   config = tmp_path / "tiny.py"
   config.write_text(TINY_CONFIG.replace("train_cfg = dict(epochs=1", "train_cfg = dict(epochs=0"))
-  run_cli(["search", str(config), "--work-dir", str(tmp_path / "a"), "--no-progress", "--no-compile-cache"], {})
+  monkeypatch.setenv("JAXMUTATE_COMPILATION_CACHE", str(tmp_path / "unused"))
+  cli.main(["search", str(config), "--work-dir", str(tmp_path / "a"), "--no-progress", "--no-compile-cache"])
   assert json.loads((tmp_path / "a" / "summary.json").read_text())["compilation_cache"] is None
-  run_cli(
-    ["search", str(config), "--work-dir", str(tmp_path / "b"), "--no-progress"], {"JAXMUTATE_COMPILATION_CACHE": "off"}
-  )
+  monkeypatch.setenv("JAXMUTATE_COMPILATION_CACHE", "off")
+  cli.main(["search", str(config), "--work-dir", str(tmp_path / "b"), "--no-progress"])
   assert json.loads((tmp_path / "b" / "summary.json").read_text())["compilation_cache"] is None
+  assert not (tmp_path / "unused").exists()
 
 
 def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
