@@ -421,18 +421,8 @@ class _Converter:
       "stem_channels, stem_stride=2",
       "MMRazor's stem also max-pools (total stride 4); jaxmutate's stem conv has stride 2 and no pooling",
     )
-    if "widen_factor" in cfg:
-      out["widen_factor"] = float(cfg["widen_factor"])
-    if num_classes is not None:
-      out["num_classes"] = int(num_classes)
-    self.drop(
-      cfg,
-      {"arch_setting", "stem_multiplier", "widen_factor", "with_last_layer"},
-      path,
-      "SearchableShuffleNetV2",
-      _BACKBONE_REASONS,
-    )
-    return out
+    handled = {"arch_setting", "stem_multiplier", "widen_factor", "with_last_layer"}
+    return self.finish_backbone(cfg, out, path, num_classes, handled)
 
   def darts(self, cfg: Mapping[str, Any], path: str, num_classes: int | None) -> dict[str, Any]:
     self.mapped(path, str(cfg["type"]), "DartsBackbone")
@@ -467,16 +457,8 @@ class _Converter:
     if isinstance(norm, Mapping) and "affine" in norm:
       out["affine"] = bool(norm["affine"])
       self.mapped(f"{path}.norm_cfg.affine", "norm_cfg.affine", "affine")
-    if num_classes is not None:
-      out["num_classes"] = int(num_classes)
-    self.drop(
-      cfg,
-      {"base_channels", "num_layers", "num_nodes", "stem_multiplier", "mutable_cfg", "route_cfg", "norm_cfg"},
-      path,
-      "DartsBackbone",
-      _BACKBONE_REASONS,
-    )
-    return out
+    handled = {"base_channels", "num_layers", "num_nodes", "stem_multiplier", "mutable_cfg", "route_cfg", "norm_cfg"}
+    return self.finish_backbone(cfg, out, path, num_classes, handled)
 
   def mobilenet_v2(self, cfg: Mapping[str, Any], path: str, num_classes: int | None) -> dict[str, Any]:
     # MMRazor's channel algorithms trace mmcls's plain MobileNetV2 into channel units (ChannelAnalyzer);
@@ -494,11 +476,17 @@ class _Converter:
       "arch_setting, stem_channels=32, stem_stride=2, last_channels=1280",
       "mmcls's seven ImageNet stages; shrink arch_setting for small images",
     )
-    if "widen_factor" in cfg:
+    return self.finish_backbone(cfg, out, path, num_classes, {"widen_factor"})
+
+  def finish_backbone(
+    self, cfg: Mapping[str, Any], out: dict[str, Any], path: str, num_classes: int | None, handled: set[str]
+  ) -> dict[str, Any]:
+    """The backbone keys every conversion shares (``widen_factor`` where handled, ``num_classes``); the rest reported."""
+    if "widen_factor" in handled and "widen_factor" in cfg:
       out["widen_factor"] = float(cfg["widen_factor"])
     if num_classes is not None:
       out["num_classes"] = int(num_classes)
-    self.drop(cfg, {"widen_factor"}, path, "SearchableMobileNetV2", _BACKBONE_REASONS)
+    self.drop(cfg, handled, path, out["type"], _BACKBONE_REASONS)
     return out
 
   def channel_algorithm(self, cfg: Mapping[str, Any], resolved: str) -> dict[str, Any]:

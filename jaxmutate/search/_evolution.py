@@ -103,6 +103,51 @@ def _as_range(name: str, bounds: Any) -> tuple[float, float]:
   )
 
 
+def admissible(
+  population: Population, resource_fn: ResourceFunction | None, constraints_range: Mapping[str, Any] | None
+) -> np.ndarray:
+  """Which members of a population meet every ``(low, high)`` bound of ``constraints_range``.
+
+  Args:
+    population: stacked group choices ``{group id: [P, ...]}``.
+    resource_fn: ``population -> {name: [P]}`` (e.g. a
+      :class:`~jaxmutate.resources.ResourceTable`); may be ``None`` without
+      constraints.
+    constraints_range: resource name -> ``(low, high)``, or a number (the
+      upper bound), as :class:`~jaxmutate.search.EvolutionSearchLoop` takes it.
+
+  Returns:
+    A boolean NumPy array ``[P]``.
+
+  Raises:
+    ConfigError: a bound that is neither a number nor a pair, or constraints
+      without a resource function.
+    ConfigKeyError: a constraint on a resource the function does not give.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxmutate.search import admissible
+    >>> cost = lambda population: {"flops": population[0].astype(jnp.float32)}
+    >>> admissible({0: jnp.array([0, 1, 2, 3])}, cost, {"flops": (1, 2)}).tolist()
+    [False, True, True, False]
+  """
+  keep = np.ones(population_size(population), bool)
+  if not constraints_range:
+    return keep
+  if resource_fn is None:
+    raise ConfigError(f"constraints_range {dict(constraints_range)} has no resource function to check it (got None).")
+  resources = resource_fn(population)
+  for name, bounds in constraints_range.items():
+    if name not in resources:
+      raise ConfigKeyError(
+        f"constraints_range names {name!r}, but the resource function gives only {sorted(resources)}."
+      )
+    low, high = _as_range(name, bounds)
+    value = np.asarray(resources[name])
+    keep &= (value >= low) & (value <= high)
+  return keep
+
+
 @MODELS.register_module()
 @dataclasses.dataclass(frozen=True)
 class EvolutionSearchLoop:
@@ -175,24 +220,7 @@ class EvolutionSearchLoop:
       _as_range(name, bounds)
 
   def _admissible(self, population: Population, resource_fn: ResourceFunction | None) -> np.ndarray:
-    size = population_size(population)
-    keep = np.ones(size, bool)
-    if not self.constraints_range:
-      return keep
-    if resource_fn is None:
-      raise ConfigError(
-        f"EvolutionSearchLoop has constraints_range {dict(self.constraints_range)} but no resource function to check it."
-      )
-    resources = resource_fn(population)
-    for name, bounds in self.constraints_range.items():
-      if name not in resources:
-        raise ConfigKeyError(
-          f"constraints_range names {name!r}, but the resource function gives only {sorted(resources)}."
-        )
-      low, high = _as_range(name, bounds)
-      value = np.asarray(resources[name])
-      keep &= (value >= low) & (value <= high)
-    return keep
+    return admissible(population, resource_fn, self.constraints_range)
 
   def _generate(
     self,

@@ -15,56 +15,10 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from jaxmutate.errors import ConfigError, ConfigKeyError, SearchError
+from jaxmutate.errors import ConfigError, SearchError
 from jaxmutate.mutators import ModuleMutator
-from jaxmutate.search._evolution import Population, ResourceFunction, _as_range, member_keys
+from jaxmutate.search._evolution import Population, ResourceFunction, admissible, member_keys
 from jaxmutate.typing import PRNGKey
-
-
-def admissible(
-  population: Population, resource_fn: ResourceFunction | None, constraints_range: Mapping[str, Any] | None
-) -> np.ndarray:
-  """Which members of a population meet every ``(low, high)`` bound of ``constraints_range``.
-
-  Args:
-    population: stacked group choices ``{group id: [P, ...]}``.
-    resource_fn: ``population -> {name: [P]}`` (e.g. a
-      :class:`~jaxmutate.resources.ResourceTable`); may be ``None`` without
-      constraints.
-    constraints_range: resource name -> ``(low, high)``, or a number (the
-      upper bound), as :class:`~jaxmutate.search.EvolutionSearchLoop` takes it.
-
-  Returns:
-    A boolean NumPy array ``[P]``.
-
-  Raises:
-    ConfigError: a bound that is neither a number nor a pair, or constraints
-      without a resource function.
-    ConfigKeyError: a constraint on a resource the function does not give.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxmutate.search import admissible
-    >>> cost = lambda population: {"flops": population[0].astype(jnp.float32)}
-    >>> admissible({0: jnp.array([0, 1, 2, 3])}, cost, {"flops": (1, 2)}).tolist()
-    [False, True, True, False]
-  """
-  size = int(next(iter(population.values())).shape[0]) if population else 0
-  keep = np.ones(size, bool)
-  if not constraints_range:
-    return keep
-  if resource_fn is None:
-    raise ConfigError(f"constraints_range {dict(constraints_range)} needs a resource function to check it, got None.")
-  resources = resource_fn(population)
-  for name, bounds in constraints_range.items():
-    if name not in resources:
-      raise ConfigKeyError(
-        f"constraints_range names {name!r}, but the resource function gives only {sorted(resources)}."
-      )
-    low, high = _as_range(name, bounds)
-    value = np.asarray(resources[name])
-    keep &= (value >= low) & (value <= high)
-  return keep
 
 
 class ConstrainedSample(NamedTuple):
