@@ -35,7 +35,7 @@ from pathlib import Path
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 
-from jaxmutate.errors import ConfigTypeError
+from jaxmutate.errors import ConfigError, ConfigTypeError
 
 # mallopt parameter numbers, from glibc's malloc.h.
 _M_TRIM_THRESHOLD = -1
@@ -47,7 +47,7 @@ _NEVER_TRIM = 2**31 - 1
 _TOP_PAD = 256 * 2**20
 
 ALLOCATOR_ENV = "JAXMUTATE_ALLOCATOR"
-"""Set to ``default`` to keep glibc's own settings where jaxmutate would tune them (the CLI, benchmarks)."""
+"""``default`` keeps glibc's own settings where jaxmutate would tune them (the CLI, benchmarks); ``tuned`` or unset tunes them."""
 
 CACHE_ENV = "JAXMUTATE_COMPILATION_CACHE"
 """A directory for the compilation cache, or ``off`` to disable it, where jaxmutate would enable it."""
@@ -93,18 +93,25 @@ def configure_allocator() -> bool:
   Returns:
     Whether glibc's settings were changed by this call or an earlier one.
 
+  Raises:
+    ConfigError: ``$JAXMUTATE_ALLOCATOR`` is set to something other than
+      ``tuned`` or ``default``.
+
   Example:
     >>> import jaxmutate as jm
     >>> isinstance(jm.runtime.configure_allocator(), bool)
     True
   """
+  mode = os.environ.get(ALLOCATOR_ENV, "").lower()
+  if mode not in ("", "tuned", "default"):
+    raise ConfigError(f"${ALLOCATOR_ENV} must be 'tuned' or 'default' (or unset), got {mode!r}.")
   if _applied:
     return _applied[0]
   applied = False
   if (
     platform.system() == "Linux"
     and platform.libc_ver()[0] == "glibc"
-    and os.environ.get(ALLOCATOR_ENV, "").lower() != "default"
+    and mode != "default"
     and "glibc.malloc" not in os.environ.get("GLIBC_TUNABLES", "")
   ):
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -88,6 +88,10 @@ print(jm.runtime.configure_allocator(), jm.runtime.configure_allocator())
 def test_allocator_is_configured_once_unless_told_not_to():
   assert run_python(PROBE, {"JAXMUTATE_ALLOCATOR": ""}).split() == ["True", "True"]
   assert run_python(PROBE, {"JAXMUTATE_ALLOCATOR": "default"}).split() == ["False", "False"]
+  bad = subprocess.run(
+    [sys.executable, "-c", PROBE], env={**os.environ, "JAXMUTATE_ALLOCATOR": "fast"}, capture_output=True, text=True
+  )
+  assert bad.returncode != 0 and "ConfigError" in bad.stderr and "'fast'" in bad.stderr
   tunables = "glibc.malloc.arena_max=1"
   assert run_python(PROBE, {"JAXMUTATE_ALLOCATOR": "", "GLIBC_TUNABLES": tunables}).split() == ["False", "False"]
 
