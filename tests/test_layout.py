@@ -89,13 +89,14 @@ def test_library_modules_do_no_io(path):
 # Bottom-up layers: a package may import its own layer's peers only where listed, and every lower layer.
 LAYERS = [
   {"errors", "typing"},
-  {"registry", "spaces", "subnet", "runtime"},
+  {"registry", "spaces", "subnet", "runtime", "sharding"},
   {"ops", "data", "mmrazor_compat"},
   {"mutables"},
   {"dynamic"},
   {"channels"},
+  {"analysis"},
   {"mutators", "models"},
-  {"algorithms", "search", "resources", "export"},
+  {"algorithms", "search", "resources", "export", "pruning"},
   {"runners"},
   {"cli", "configs"},
 ]
