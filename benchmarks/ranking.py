@@ -2,27 +2,39 @@
 
 The demo space (``jaxmutate/configs/spos_digits.py``: its architecture, data,
 training recipe) is trained once as a SPOS supernet; ``--num-subnets``
-distinct random subnets are then
+distinct random subnets (``--num-within`` of them drawn under the demo's
+FLOPs constraint, the rest from the whole space) are then
 
-* rated with the supernet's weights after BatchNorm recalibration (what the
-  evolution search ranks by: validation accuracy, the search's own scorer
-  :func:`jaxmutate.algorithms.make_population_scorer`), and
-* trained stand-alone from scratch, all with the same budget (epochs, batch
-  size, optimiser, data order), and rated on the held-out test split.
+* rated with the supernet's weights after BatchNorm recalibration: validation
+  accuracy (what the evolution search ranks by, the search's own scorer
+  :func:`jaxmutate.algorithms.make_population_scorer`) and validation
+  cross-entropy loss, and
+* trained stand-alone from scratch ``--seeds`` times each (own initialisation
+  and own data order per seed), all with the same budget (epochs, batch size,
+  optimiser), and rated by cross-entropy loss and accuracy on the validation
+  and test splits together (stand-alone training never selects on either),
+  averaged over the seeds.
 
-Stand-alone training runs every subnet at once: one supernet copy per subnet,
-initialised from its own key, trained with its own (traced) choices under one
+Stand-alone training runs every (subnet, seed) copy at once: one supernet
+copy each, trained with its own (traced) choices and its own batches under one
 ``jax.vmap``, so a single compiled step serves the whole population.
 
-The figures are Kendall's tau-b and Spearman's rho between the two scores,
-with percentile bootstrap 95% confidence intervals (subnets resampled with
-replacement), over every subnet and over those meeting the demo's FLOPs
-constraint.
+The figures are Kendall's tau-b and Spearman's rho with percentile bootstrap
+95% confidence intervals (subnets resampled with replacement), for every
+(supernet signal, stand-alone signal) pair, over every subnet and over those
+meeting the demo's FLOPs constraint. Every signal is oriented "higher is
+better" (losses enter negated), so a positive tau means agreement. The
+primary pair, named before the run, is the supernet's search score against
+the stand-alone held-out loss averaged over seeds; the rest are secondary.
+The seed-to-seed tau of the stand-alone rankings (two single seeds) is the
+noise floor of the "truth": no proxy can be expected to agree with one seed's
+ranking better than another seed does.
 
 Usage::
 
-  PYTHONPATH=. python benchmarks/ranking.py          # the default run (about 10 minutes on 2 CPU cores)
-  PYTHONPATH=. python benchmarks/ranking.py --quick  # a smoke run (a minute)
+  PYTHONPATH=. python benchmarks/ranking.py          # the default run (about 30 minutes on a busy 2-core machine)
+  PYTHONPATH=. python benchmarks/ranking.py --quick  # a smoke run (a few minutes)
+  PYTHONPATH=. python benchmarks/ranking.py --supernet-epochs 40 120  # extra rows: a longer-trained supernet
 
 Writes ``benchmarks/results/ranking.json`` (``--out`` to change; ``--quick``
 writes JSON only with ``--out``).
@@ -31,9 +43,11 @@ writes JSON only with ``--out``).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +55,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from machine import machine_info
 
 import jaxmutate as jm
@@ -48,17 +63,22 @@ from jaxmutate.algorithms import (
   TrainState,
   build_optimizer,
   classification_loss,
-  evaluate_accuracy,
   init_train_state,
-  make_population_scorer,
+  recalibrate_batch_stats,
   supervised_update,
 )
 from jaxmutate.data import Split, iterate_batches
+from jaxmutate.errors import ConfigError
 from jaxmutate.mutators import ModuleMutator
 from jaxmutate.runners import load_data, train_supernet
 from jaxmutate.search import admissible, sample_constrained
 
 CONFIG = Path(__file__).resolve().parents[1] / "jaxmutate" / "configs" / "spos_digits.py"
+# Compiling the vmapped supernet init takes minutes with XLA's CPU backend optimisation and about a sixth of that at
+# level 0; init runs once, so its speed does not matter. (The train step is not compiled so: at level 0 it compiled
+# about 20% faster but ran 2.6x slower, measured on this machine with 60 copies.)
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+PRIMARY = ("supernet_search_score", "standalone_heldout_neg_loss")
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
@@ -115,24 +135,69 @@ def rank_correlation(
   return report
 
 
+def _logits_scores(logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
+  """Mean cross-entropy and top-1 accuracy of one subnet's logits."""
+  return {"loss": classification_loss(logits, labels), "accuracy": (jnp.argmax(logits, -1) == labels).mean()}
+
+
+def score_with_supernet(
+  model: nn.Module,
+  mutator: ModuleMutator,
+  state: TrainState,
+  population: Mapping[int, np.ndarray],
+  calibration_images: jax.Array,
+  splits: Mapping[str, Split],
+) -> dict[str, dict[str, np.ndarray]]:
+  """Each subnet's loss and accuracy on each of ``splits`` with the supernet's weights (one vmapped call).
+
+  Every subnet's BatchNorm statistics are recalibrated on
+  ``calibration_images`` first, exactly as the search's scorer
+  (:func:`jaxmutate.algorithms.make_population_scorer`) does, so the
+  accuracies are the search's own scores; recalibrating once and evaluating
+  every split from it saves a compile and a recalibration per split.
+
+  Returns:
+    ``{split name: {"loss": [P], "accuracy": [P]}}``.
+  """
+
+  def one(group_choices: Mapping[int, jax.Array]) -> dict[str, dict[str, jax.Array]]:
+    choices = mutator.set_choices(group_choices)
+    stats = recalibrate_batch_stats(model, state.params, state.batch_stats, choices, calibration_images)
+    variables = {"params": state.params, "batch_stats": stats}
+    return {
+      name: _logits_scores(model.apply(variables, jnp.asarray(split.images), choices, train=False), split.labels)
+      for name, split in splits.items()
+    }
+
+  scores = jax.jit(jax.vmap(one))({g: jnp.asarray(v) for g, v in population.items()})
+  return jax.tree.map(np.asarray, scores)
+
+
 def train_standalone(
   model: nn.Module,
   mutator: ModuleMutator,
   population: Mapping[int, np.ndarray],
   train: Split,
-  test: Split,
+  heldout: Split,
   epochs: int,
   batch_size: int,
   optimizer_cfg: Mapping[str, Any],
   key: jax.Array,
-) -> np.ndarray:
-  """Trains every subnet of ``population`` from scratch at once (one vmapped step); test accuracies ``[P]``.
+  num_seeds: int = 1,
+) -> dict[str, np.ndarray]:
+  """Trains every subnet of ``population`` from scratch ``num_seeds`` times, all at once; held-out scores.
 
-  Each subnet is a copy of the supernet with its own initialisation, trained
-  only on its own path (the choices are traced values, so one compile serves
-  every member); all see the same batches in the same order.
+  Each (seed, subnet) copy is a copy of the supernet with its own
+  initialisation, trained only on its own path (the choices are traced
+  values, so one compile serves every copy). The copies of one seed see the
+  same batches in the same order; each seed has its own order.
+
+  Returns:
+    ``{"loss": [num_seeds, P], "accuracy": [num_seeds, P]}`` on ``heldout``
+    (cross-entropy and top-1 accuracy, BatchNorm in inference mode).
   """
   size = len(next(iter(population.values())))
+  copies = num_seeds * size
   optimizer = build_optimizer(dict(optimizer_cfg))
   init_key, data_key = jax.random.split(key)
   sample = jnp.asarray(train.images[:batch_size])
@@ -142,110 +207,237 @@ def train_standalone(
     params = variables["params"]
     return TrainState(params, variables.get("batch_stats", {}), optimizer.init(params), jnp.int32(0))
 
-  states = jax.jit(jax.vmap(fresh))(jax.random.split(init_key, size))
-  choices = jax.vmap(mutator.set_choices)({g: jnp.asarray(v) for g, v in population.items()})
+  states = jax.jit(jax.vmap(fresh), compiler_options=FAST_COMPILE)(jax.random.split(init_key, copies))
+  # Copy c is subnet c % size of seed c // size.
+  choices = jax.vmap(mutator.set_choices)(
+    {g: jnp.asarray(np.tile(np.asarray(v), num_seeds)) for g, v in population.items()}
+  )
 
-  @jax.jit
+  def update(state: TrainState, c: Mapping[str, jax.Array], images: jax.Array, labels: jax.Array) -> TrainState:
+    return supervised_update(model, optimizer, classification_loss, state, images, labels, c)[0]
+
   def step(states: TrainState, images: jax.Array, labels: jax.Array) -> TrainState:
-    update = lambda state, c: supervised_update(model, optimizer, classification_loss, state, images, labels, c)[0]
-    return jax.vmap(update)(states, choices)
+    # images: [num_seeds, batch, ...], one batch per seed, repeated for that seed's copies.
+    return jax.vmap(update)(states, choices, jnp.repeat(images, size, 0), jnp.repeat(labels, size, 0))
 
-  for epoch_key in jax.random.split(data_key, epochs):
-    for images, labels in iterate_batches(epoch_key, train, batch_size):
-      states = step(states, jnp.asarray(images), jnp.asarray(labels))
+  step = jax.jit(step)
+  seed_keys = jax.random.split(data_key, num_seeds)
+  for epoch in range(epochs):
+    epoch_keys = [jax.random.fold_in(k, epoch) for k in seed_keys]
+    for batches in zip(*(iterate_batches(k, train, batch_size) for k in epoch_keys), strict=True):
+      states = step(
+        states, jnp.asarray(np.stack([b[0] for b in batches])), jnp.asarray(np.stack([b[1] for b in batches]))
+      )
 
   @jax.jit
-  def accuracy(state: TrainState, c: Mapping[str, jax.Array]) -> jax.Array:
-    return evaluate_accuracy(
-      model, state.params, state.batch_stats, c, jnp.asarray(test.images), jnp.asarray(test.labels)
-    )
+  def evaluate(states: TrainState, c: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    def one(state: TrainState, c: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+      variables = {"params": state.params, "batch_stats": state.batch_stats}
+      return _logits_scores(model.apply(variables, jnp.asarray(heldout.images), c, train=False), heldout.labels)
 
-  return np.asarray(jax.vmap(accuracy)(states, choices))
+    return jax.vmap(one)(states, c)
+
+  scores = []
+  for s in range(num_seeds):  # one seed's copies at a time keeps the evaluation's activations small
+    part = slice(s * size, (s + 1) * size)
+    scores.append(evaluate(jax.tree.map(lambda a: a[part], states), jax.tree.map(lambda a: a[part], choices)))
+  return {name: np.stack([np.asarray(s[name]) for s in scores]) for name in ("loss", "accuracy")}
+
+
+def seed_agreement(standalone: Mapping[str, np.ndarray], num_bootstrap: int, seed: int) -> dict[str, Any]:
+  """Tau/rho between every two seeds' stand-alone rankings: how far the stand-alone "truth" is from noise."""
+  report: dict[str, Any] = {}
+  for name, values in (("heldout_neg_loss", -standalone["loss"]), ("heldout_accuracy", standalone["accuracy"])):
+    pairs = {
+      f"seed{a}_vs_seed{b}": rank_correlation(values[a], values[b], num_bootstrap, seed)
+      for a, b in itertools.combinations(range(len(values)), 2)
+    }
+    report[name] = {
+      "pairs": pairs,
+      "mean_kendall_tau": float(np.mean([p["kendall_tau"]["value"] for p in pairs.values()])),
+      "mean_spearman_rho": float(np.mean([p["spearman_rho"]["value"] for p in pairs.values()])),
+    }
+  return report
+
+
+def draw_population(
+  key: jax.Array, mutator: ModuleMutator, table: Any, num_subnets: int, num_within: int, constraints: Any
+) -> dict[int, np.ndarray]:
+  """``num_within`` distinct subnets meeting ``constraints``, then distinct random ones up to ``num_subnets``."""
+  within_key, free_key = jax.random.split(key)
+  population = {g: np.zeros((0,), np.int32) for g in mutator.search_groups}
+  if num_within:
+    found = sample_constrained(within_key, mutator, num_within, table, constraints, distinct=True)
+    if found.num_found < num_within:
+      raise ConfigError(
+        f"draw_population: only {found.num_found} of --num-within {num_within} subnets meet {constraints} "
+        f"in {found.num_attempts} draws."
+      )
+    population = {g: np.asarray(v) for g, v in found.population.items()}
+  free = sample_constrained(free_key, mutator, 4 * num_subnets, distinct=True).population
+  seen = {tuple(int(population[g][i]) for g in population) for i in range(num_within)}
+  rows = []
+  for i in range(len(next(iter(free.values())))):
+    row = tuple(int(free[g][i]) for g in population)
+    if row not in seen and len(rows) < num_subnets - num_within:
+      seen.add(row)
+      rows.append(i)
+  if len(rows) < num_subnets - num_within:
+    raise ConfigError(f"draw_population: the space has too few distinct subnets for --num-subnets {num_subnets}.")
+  return {g: np.concatenate([population[g], np.asarray(free[g])[rows]]).astype(np.int32) for g in population}
+
+
+def correlations(
+  supernet: Mapping[str, np.ndarray],
+  standalone: Mapping[str, np.ndarray],
+  within: np.ndarray,
+  num_bootstrap: int,
+  seed: int,
+) -> dict[str, Any]:
+  """Every (supernet signal, stand-alone signal) pair's tau/rho, over all subnets and within the constraint."""
+  scopes = {"all_subnets": np.ones_like(within)}
+  if within.sum() >= 5:
+    scopes["within_constraint"] = within
+  report: dict[str, Any] = {}
+  for scope, mask in scopes.items():
+    report[scope] = {
+      f"{a}__vs__{b}": rank_correlation(x[mask], y[mask], num_bootstrap, seed)
+      for a, x in supernet.items()
+      for b, y in standalone.items()
+    }
+  return report
 
 
 def run(
   config: Mapping[str, Any],
   num_subnets: int,
-  supernet_epochs: int,
+  supernet_epochs: Sequence[int],
   standalone_epochs: int,
   seed: int,
+  num_seeds: int = 3,
+  num_within: int | None = None,
   num_bootstrap: int = 2000,
+  on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-  """The benchmark: supernet training, scoring, stand-alone training, correlations."""
+  """The benchmark: stand-alone training over seeds, then per supernet length training, scoring, correlations.
+
+  ``on_progress(report)`` receives the report so far after each supernet (the
+  primary one first), so a long extra row cannot cost the primary figures.
+  """
   timings: dict[str, float] = {}
+  load = {"start": os.getloadavg()}
   data = load_data(config, "ranking")
   model = jm.build(config["model"]["architecture"])
   train_cfg = config["train_cfg"]
   batch_size = int(train_cfg["batch_size"])
-  optimizer_cfg = _with_decay_steps(train_cfg["optimizer"], supernet_epochs * (len(data.train) // batch_size))
-  optimizer = build_optimizer(optimizer_cfg)
+  steps_per_epoch = len(data.train) // batch_size
   key = jax.random.key(seed)
   init_key, train_key, sample_key, standalone_key = jax.random.split(key, 4)
-  state, variables = init_train_state(model, optimizer, init_key, jnp.asarray(data.train.images[:batch_size]))
+  sample_images = jnp.asarray(data.train.images[:batch_size])
+  state0, variables = init_train_state(model, optax.identity(), init_key, sample_images)
   mutator = jm.build(config["model"]["mutator"]).prepare_from_supernet(variables)
-
-  start = time.perf_counter()
-  state, log = train_supernet(model, mutator, optimizer, state, data.train, supernet_epochs, batch_size, train_key)
-  timings["supernet_train_s"] = time.perf_counter() - start
-
-  population = sample_constrained(sample_key, mutator, num_subnets, distinct=True).population
   table = jm.build_resource_table(model, variables, mutator, jnp.asarray(data.train.images[:1]))
   constraints = config["search_cfg"].get("constraints_range")
-  within = admissible(population, table, constraints)
+  num_within = num_subnets // 2 if num_within is None else num_within
+  population = draw_population(sample_key, mutator, table, num_subnets, num_within if constraints else 0, constraints)
+  within = np.asarray(admissible(population, table, constraints))
+  heldout = Split(
+    np.concatenate([data.val.images, data.test.images]), np.concatenate([data.val.labels, data.test.labels])
+  )
   calibration = jnp.asarray(data.train.images[: int(config["search_cfg"].get("calibrate_sample_num", 512))])
-  start = time.perf_counter()
-  supernet_val = make_population_scorer(
-    model, mutator, calibration, jnp.asarray(data.val.images), jnp.asarray(data.val.labels)
-  )(state, population)
-  supernet_test = make_population_scorer(
-    model, mutator, calibration, jnp.asarray(data.test.images), jnp.asarray(data.test.labels)
-  )(state, population)
-  timings["supernet_score_s"] = time.perf_counter() - start
 
   start = time.perf_counter()
-  standalone_cfg = _with_decay_steps(train_cfg["optimizer"], standalone_epochs * (len(data.train) // batch_size))
+  standalone_cfg = _with_decay_steps(train_cfg["optimizer"], standalone_epochs * steps_per_epoch)
   standalone = train_standalone(
-    model, mutator, population, data.train, data.test, standalone_epochs, batch_size, standalone_cfg, standalone_key
+    model,
+    mutator,
+    population,
+    data.train,
+    heldout,
+    standalone_epochs,
+    batch_size,
+    standalone_cfg,
+    standalone_key,
+    num_seeds,
   )
   timings["standalone_train_s"] = time.perf_counter() - start
+  print(
+    f"stand-alone training ({num_seeds} seeds x {num_subnets} subnets) took {timings['standalone_train_s']:.0f} s",
+    flush=True,
+  )
 
-  results: dict[str, Any] = {
-    "all_subnets": {
-      "supernet_val_vs_standalone_test": rank_correlation(supernet_val, standalone, num_bootstrap, seed),
-      "supernet_test_vs_standalone_test": rank_correlation(supernet_test, standalone, num_bootstrap, seed),
-    }
+  truth = {
+    "standalone_heldout_neg_loss": -standalone["loss"].mean(0),
+    "standalone_heldout_accuracy": standalone["accuracy"].mean(0),
   }
-  if within.sum() >= 5:
-    results["within_constraint"] = {
-      "constraints_range": {k: list(v) if isinstance(v, tuple) else v for k, v in (constraints or {}).items()},
-      "supernet_val_vs_standalone_test": rank_correlation(
-        supernet_val[within], standalone[within], num_bootstrap, seed
-      ),
-    }
-  flops = np.asarray(table(population)["flops"])
-  return {
-    "config": str(config.get("_path", CONFIG)),
-    "seed": seed,
-    "num_subnets": num_subnets,
-    "supernet_epochs": supernet_epochs,
-    "standalone_epochs": standalone_epochs,
-    "batch_size": batch_size,
-    "supernet_final_train": log[-1] if log else None,
-    "correlations": results,
-    "subnets": [
-      {
-        "choices": {mutator.group_key(g): int(population[g][i]) for g in population},
-        "mflops": float(flops[i]),
-        "within_constraint": bool(within[i]),
-        "supernet_val_accuracy": float(supernet_val[i]),
-        "supernet_test_accuracy": float(supernet_test[i]),
-        "standalone_test_accuracy": float(standalone[i]),
+
+  def report() -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for epochs, entry in supernet_runs.items():
+      signals = {
+        "supernet_search_score": entry["scores"]["val"]["accuracy"],
+        "supernet_val_neg_loss": -entry["scores"]["val"]["loss"],
       }
-      for i in range(num_subnets)
-    ],
-    "timings_s": timings,
-    "machine": machine_info(),
-  }
+      results[f"supernet_{epochs}ep"] = correlations(signals, truth, within, num_bootstrap, seed)
+    flops = np.asarray(table(population)["flops"])
+    primary_epochs = supernet_epochs[0]
+    return {
+      "config": str(config.get("_path", CONFIG)),
+      "seed": seed,
+      "num_subnets": num_subnets,
+      "num_drawn_within_constraint": num_within if constraints else 0,
+      "num_within_constraint": int(within.sum()),
+      "constraints_range": {k: list(v) if isinstance(v, tuple) else v for k, v in (constraints or {}).items()},
+      "supernet_epochs": list(supernet_epochs),
+      "supernet_epochs_done": list(supernet_runs),
+      "standalone_epochs": standalone_epochs,
+      "standalone_seeds": num_seeds,
+      "batch_size": batch_size,
+      "heldout_images": len(heldout),
+      "primary_pair": {"supernet": PRIMARY[0], "standalone": PRIMARY[1], "supernet_epochs": primary_epochs},
+      "primary": results[f"supernet_{primary_epochs}ep"]["all_subnets"][f"{PRIMARY[0]}__vs__{PRIMARY[1]}"],
+      "supernet_final_train": {str(e): r["final_train"] for e, r in supernet_runs.items()},
+      "correlations": results,
+      "seed_agreement": seed_agreement(standalone, num_bootstrap, seed),
+      "subnets": [
+        {
+          "choices": {mutator.group_key(g): int(population[g][i]) for g in population},
+          "mflops": float(flops[i]),
+          "within_constraint": bool(within[i]),
+          "supernet": {
+            str(e): {
+              f"{split}_{metric}": float(r["scores"][split][metric][i])
+              for split in ("val", "test")
+              for metric in ("accuracy", "loss")
+            }
+            for e, r in supernet_runs.items()
+          },
+          "standalone_heldout_loss": [float(v) for v in standalone["loss"][:, i]],
+          "standalone_heldout_accuracy": [float(v) for v in standalone["accuracy"][:, i]],
+        }
+        for i in range(num_subnets)
+      ],
+      "timings_s": timings,
+      "load_average_1_5_15": load,
+      "machine": machine_info(),
+    }
+
+  supernet_runs: dict[int, dict[str, Any]] = {}
+  for epochs in supernet_epochs:
+    optimizer = build_optimizer(_with_decay_steps(train_cfg["optimizer"], epochs * steps_per_epoch))
+    state = TrainState(state0.params, state0.batch_stats, optimizer.init(state0.params), jnp.int32(0))
+    start = time.perf_counter()
+    state, log = train_supernet(model, mutator, optimizer, state, data.train, epochs, batch_size, train_key)
+    timings[f"supernet_{epochs}ep_train_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    scores = score_with_supernet(model, mutator, state, population, calibration, {"val": data.val, "test": data.test})
+    timings[f"supernet_{epochs}ep_score_s"] = time.perf_counter() - start
+    supernet_runs[epochs] = {"final_train": log[-1] if log else None, "scores": scores}
+    load[f"after_supernet_{epochs}ep"] = os.getloadavg()
+    if on_progress is not None:
+      on_progress(report())
+
+  return report()
 
 
 def _with_decay_steps(optimizer_cfg: Mapping[str, Any], steps: int) -> dict[str, Any]:
@@ -257,38 +449,77 @@ def _with_decay_steps(optimizer_cfg: Mapping[str, Any], steps: int) -> dict[str,
   return cfg
 
 
+def _print_report(report: Mapping[str, Any]) -> None:
+  primary = f"{PRIMARY[0]}__vs__{PRIMARY[1]}"
+  for run_name, scopes in report["correlations"].items():
+    for scope, figures in scopes.items():
+      for name, entry in figures.items():
+        tau, rho = entry["kendall_tau"], entry["spearman_rho"]
+        mark = (
+          "*"
+          if name == primary and scope == "all_subnets" and run_name.endswith(f"_{report['supernet_epochs'][0]}ep")
+          else " "
+        )
+        print(
+          f"{mark}{run_name:14s} {scope:17s} {name:64s} n={entry['num_subnets']:3d}  tau {tau['value']:+.3f} "
+          f"[{tau['ci95'][0]:+.2f}, {tau['ci95'][1]:+.2f}]  rho {rho['value']:+.3f} [{rho['ci95'][0]:+.2f}, {rho['ci95'][1]:+.2f}]"
+        )
+  for name, entry in report["seed_agreement"].items():
+    taus = ", ".join(f"{k} {v['kendall_tau']['value']:+.3f}" for k, v in entry["pairs"].items())
+    print(f" seed agreement {name}: {taus} (mean tau {entry['mean_kendall_tau']:+.3f})")
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--quick", action="store_true", help="a smoke run: few subnets and epochs")
   parser.add_argument("--num-subnets", type=int, default=None, help="subnets trained stand-alone (default 20)")
-  parser.add_argument("--supernet-epochs", type=int, default=None, help="default: the config's train_cfg.epochs")
+  parser.add_argument(
+    "--num-within", type=int, default=None, help="of them drawn under the demo's FLOPs constraint (default half)"
+  )
+  parser.add_argument(
+    "--supernet-epochs",
+    type=int,
+    nargs="+",
+    default=None,
+    help="default: the config's train_cfg.epochs; several values train one supernet each (the first is primary)",
+  )
   parser.add_argument("--standalone-epochs", type=int, default=None, help="default 20")
+  parser.add_argument("--seeds", type=int, default=None, help="stand-alone trainings per subnet (default 3)")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--config", default=str(CONFIG))
   parser.add_argument("--out", default=None, help="JSON output (default benchmarks/results/ranking.json)")
   args = parser.parse_args(argv)
   config = jm.load_config(args.config)
   config["_path"] = args.config
-  quick = dict(num_subnets=6, supernet_epochs=2, standalone_epochs=2) if args.quick else {}
+  quick = dict(num_subnets=6, supernet_epochs=[2], standalone_epochs=2, seeds=2) if args.quick else {}
   num_subnets = args.num_subnets or quick.get("num_subnets", 20)
-  supernet_epochs = args.supernet_epochs or quick.get("supernet_epochs", int(config["train_cfg"]["epochs"]))
+  supernet_epochs = args.supernet_epochs or quick.get("supernet_epochs", [int(config["train_cfg"]["epochs"])])
   standalone_epochs = args.standalone_epochs or quick.get("standalone_epochs", 20)
-  start = time.perf_counter()
-  report = run(config, num_subnets, supernet_epochs, standalone_epochs, args.seed, 200 if args.quick else 2000)
-  report["wall_time_s"] = time.perf_counter() - start
-  for scope, figures in report["correlations"].items():
-    for name, entry in figures.items():
-      if isinstance(entry, dict) and "kendall_tau" in entry:
-        tau, rho = entry["kendall_tau"], entry["spearman_rho"]
-        print(
-          f"{scope:18s} {name:34s} n={entry['num_subnets']:3d}  tau {tau['value']:+.3f} "
-          f"[{tau['ci95'][0]:+.2f}, {tau['ci95'][1]:+.2f}]  rho {rho['value']:+.3f} [{rho['ci95'][0]:+.2f}, {rho['ci95'][1]:+.2f}]"
-        )
-  print(f"wall time {report['wall_time_s']:.0f} s: {json.dumps({k: round(v) for k, v in report['timings_s'].items()})}")
+  num_seeds = args.seeds or quick.get("seeds", 3)
   out = args.out or (None if args.quick else str(Path(__file__).with_name("results") / "ranking.json"))
-  if out:
-    Path(out).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+  start = time.perf_counter()
+
+  def write(report: dict[str, Any]) -> None:
+    report["wall_time_s"] = time.perf_counter() - start
+    if out:
+      Path(out).write_text(json.dumps(report, indent=2) + "\n")
+      print(f"wrote {out} (supernets done: {report['supernet_epochs_done']})", flush=True)
+
+  report = run(
+    config,
+    num_subnets,
+    supernet_epochs,
+    standalone_epochs,
+    args.seed,
+    num_seeds,
+    args.num_within,
+    200 if args.quick else 2000,
+    on_progress=write,
+  )
+  report["wall_time_s"] = time.perf_counter() - start
+  _print_report(report)
+  print(f"wall time {report['wall_time_s']:.0f} s: {json.dumps({k: round(v) for k, v in report['timings_s'].items()})}")
+  print(f"load average {report['load_average_1_5_15']}")
   return report
 
 

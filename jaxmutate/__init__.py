@@ -7,6 +7,7 @@ through ``model.apply``.
 """
 
 from jaxmutate import algorithms as algorithms
+from jaxmutate import analysis as analysis
 from jaxmutate import channels as channels
 from jaxmutate import dynamic as dynamic
 from jaxmutate import errors as errors
@@ -16,9 +17,11 @@ from jaxmutate import models as models
 from jaxmutate import mutables as mutables
 from jaxmutate import mutators as mutators
 from jaxmutate import ops as ops
+from jaxmutate import pruning as pruning
 from jaxmutate import runners as runners
 from jaxmutate import runtime as runtime
 from jaxmutate import search as search
+from jaxmutate import sharding as sharding
 from jaxmutate import spaces as spaces
 from jaxmutate import typing as typing
 from jaxmutate.algorithms import calibrate_batch_stats as calibrate_batch_stats
@@ -116,6 +119,7 @@ __all__ = [
   "AutoSlimGreedySearchLoop",
   "GreedySearchResult",
   "algorithms",
+  "analysis",
   "BaseMutable",
   "BaseMutator",
   "build",
@@ -168,6 +172,7 @@ __all__ = [
   "OneShotMutableValue",
   "OneShotProbMutableOP",
   "ops",
+  "pruning",
   "read_fix_subnet",
   "register_module",
   "Registry",
@@ -175,6 +180,7 @@ __all__ = [
   "runners",
   "save_fix_subnet",
   "search",
+  "sharding",
   "SearchableConvNet",
   "SearchableMLP",
   "SearchableShuffleNetV2",

@@ -3,7 +3,8 @@
 Usage::
 
   jaxmutate search CONFIG [--work-dir DIR] [--seed N] [--cfg-options k=v ...] [--no-progress] [--no-compile-cache]
-  jaxmutate demo [--work-dir DIR] [--seed N] [--cfg-options k=v ...] [--no-progress] [--no-compile-cache]
+                   [--resume]
+  jaxmutate demo [--work-dir DIR] [--seed N] [--cfg-options k=v ...] [--no-progress] [--no-compile-cache] [--resume]
   jaxmutate check CONFIG [--cfg-options k=v ...]
 
 ``CONFIG`` is a Python file of dicts (``model = dict(type="SPOS", ...)``); a
@@ -18,6 +19,15 @@ programs in a persistent cache (:mod:`jaxmutate.runtime`), so a second run of
 a config compiles nothing it compiled before; ``--no-compile-cache`` or
 ``JAXMUTATE_COMPILATION_CACHE=off`` turns the cache off, and
 ``JAXMUTATE_ALLOCATOR=default`` keeps glibc's own settings.
+
+With a ``checkpoint=dict(every_n_steps=N, keep=K)`` entry in the config the
+runners that support it (SPOS, AutoSlim, SlimmableNetwork) save checkpoints
+into ``DIR/checkpoints``; ``--resume`` continues a run killed at any point
+from them, with the same config and seed, and ends with the same results
+as a run never interrupted. Without ``--resume`` a ``DIR`` that holds
+checkpoints is an error (a run never silently continues or overwrites
+another); a checkpoint of another config, seed or search space, or a
+damaged one, is an error too (``jaxmutate.errors.CheckpointError``).
 """
 
 from __future__ import annotations
@@ -90,8 +100,12 @@ def run_search(
   cfg_options: Sequence[str],
   progress: bool,
   compile_cache: bool = True,
+  resume: bool = False,
 ) -> dict[str, Any]:
   """Runs the algorithm a config describes and writes its outputs.
+
+  With ``resume`` the run continues from the checkpoints in ``work_dir``
+  (the config needs its ``checkpoint`` dict, and the runner must support it).
 
   The process first gets jaxmutate's runtime settings
   (:func:`jaxmutate.runtime.configure_allocator`, and unless
@@ -103,16 +117,27 @@ def run_search(
 
   Raises:
     KeyError, ConfigTypeError: as :func:`build_algorithm`.
+    ConfigError: ``resume`` with a runner that does not checkpoint.
   """
+  import inspect
+
   import jaxmutate as jm
+  from jaxmutate.errors import ConfigError
 
   # Before the first computation: XLA's worker threads take their malloc arenas when they start.
   jm.runtime.configure_allocator()
   cache_dir = jm.runtime.enable_compilation_cache() if compile_cache else None
   config, algorithm = build_algorithm(config_path, cfg_options)
+  resumable = "resume" in inspect.signature(algorithm.run).parameters
+  if resume and not resumable:
+    raise ConfigError(
+      f"--resume: the {type(algorithm).__name__} runner does not checkpoint, so there is nothing to resume; "
+      "run it again without --resume."
+    )
   work_dir.mkdir(parents=True, exist_ok=True)
   start = time.perf_counter()
-  result = algorithm.run(config, work_dir, seed, progress)
+  options = {"resume": resume} if resumable else {}
+  result = algorithm.run(config, work_dir, seed, progress, **options)
   wall_time = time.perf_counter() - start
   jm.save_fix_subnet(result.fix_subnet, work_dir / "best_fix_subnet.yaml")
   summary = dict(result.summary)
@@ -180,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
       help="do not read or write the persistent compilation cache "
       "(default: on, in $JAXMUTATE_COMPILATION_CACHE or ~/.cache/jaxmutate/xla)",
     )
+    sub.add_argument(
+      "--resume",
+      action="store_true",
+      help="continue from the checkpoints in the work dir (needs the config's checkpoint=dict(every_n_steps=..., "
+      "keep=...)); the results equal those of a run never interrupted",
+    )
 
   search = commands.add_parser("search", help="run the search a config file describes")
   search.add_argument("config", help="config file, e.g. configs/spos_digits.py")
@@ -203,7 +234,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
   work_dir = Path(args.work_dir or Path("work_dirs") / config_path.stem)
   summary = run_search(
-    config_path, work_dir, args.seed, args.cfg_options, not args.no_progress, compile_cache=not args.no_compile_cache
+    config_path,
+    work_dir,
+    args.seed,
+    args.cfg_options,
+    not args.no_progress,
+    compile_cache=not args.no_compile_cache,
+    resume=args.resume,
   )
   _report(summary, work_dir)
   return 0

@@ -22,9 +22,17 @@ The hierarchy::
     │   ├── ConfigKeyError (KeyError)     a config names a key that does not exist
     │   │   └── UnknownTypeError          a ``type`` that no registry holds
     │   └── ConfigTypeError (TypeError)   a config of the wrong Python type
+    │   └── ShardingError                 a device mesh does not fit the work
     ├── NotPreparedError (RuntimeError)   a mutator used before preparation
-    └── SearchError (RuntimeError)        a search cannot go on (e.g. nothing
-                                          meets the constraints)
+    ├── SearchError (RuntimeError)        a search cannot go on (e.g. nothing
+    │                                     meets the constraints)
+    ├── CheckpointError (RuntimeError)    a checkpoint cannot be resumed
+    │   ├── CheckpointCorruptError        a partial or damaged checkpoint
+    │   ├── CheckpointMismatchError (ValueError)
+    │   │                                 another config or search space
+    │   └── CheckpointExistsError         checkpoints exist, resume not asked
+    └── NonFiniteLossError (FloatingPointError)
+                                          a training loss became NaN or inf
 
 Example:
   >>> import jaxmutate as jm
@@ -271,7 +279,72 @@ class SearchError(JaxMutateError, RuntimeError):
   """
 
 
+class ShardingError(ConfigError):
+  """A device mesh does not fit the work: an axis that does not divide the batch or the population.
+
+  Example:
+    >>> import jaxmutate as jm
+    >>> issubclass(jm.errors.ShardingError, ValueError), issubclass(jm.errors.ShardingError, jm.errors.ConfigError)
+    (True, True)
+  """
+
+
+class CheckpointError(JaxMutateError, RuntimeError):
+  """A checkpoint cannot be resumed; a run never silently restarts from scratch instead.
+
+  Example:
+    >>> import jaxmutate as jm
+    >>> issubclass(jm.errors.CheckpointCorruptError, jm.errors.CheckpointError), issubclass(
+    ...   jm.errors.CheckpointError, RuntimeError)
+    (True, True)
+  """
+
+
+class CheckpointCorruptError(CheckpointError):
+  """A checkpoint is partial or damaged (a file missing or truncated); the message names the step and folder.
+
+  Example:
+    >>> import jaxmutate as jm
+    >>> issubclass(jm.errors.CheckpointCorruptError, RuntimeError)
+    True
+  """
+
+
+class CheckpointMismatchError(CheckpointError, ValueError):
+  """A checkpoint was written by another config or another search space (its fingerprints differ).
+
+  Example:
+    >>> import jaxmutate as jm
+    >>> issubclass(jm.errors.CheckpointMismatchError, ValueError)
+    True
+  """
+
+
+class CheckpointExistsError(CheckpointError):
+  """A run would write checkpoints into a folder that already holds some, without being asked to resume.
+
+  Example:
+    >>> import jaxmutate as jm
+    >>> issubclass(jm.errors.CheckpointExistsError, jm.errors.CheckpointError)
+    True
+  """
+
+
+class NonFiniteLossError(JaxMutateError, FloatingPointError):
+  """A training loss became NaN or infinite; the message names the first bad step and its subnet.
+
+  Example:
+    >>> import jaxmutate as jm
+    >>> issubclass(jm.errors.NonFiniteLossError, FloatingPointError)
+    True
+  """
+
+
 __all__ = [
+  "CheckpointCorruptError",
+  "CheckpointError",
+  "CheckpointExistsError",
+  "CheckpointMismatchError",
   "ChoiceError",
   "ChoiceTypeError",
   "ConfigError",
@@ -279,9 +352,11 @@ __all__ = [
   "ConfigTypeError",
   "JaxMutateError",
   "MissingChoiceError",
+  "NonFiniteLossError",
   "NotPreparedError",
   "SearchError",
   "SearchSpaceError",
+  "ShardingError",
   "SubnetEntryMissingError",
   "SubnetFileError",
   "SubnetFileTypeError",

@@ -41,6 +41,8 @@ TYPE_MAP: dict[str, str] = {
   # algorithms
   "SPOS": "SPOS",
   "Darts": "DARTS",
+  "Dsnas": "DSNAS",
+  "DSNAS": "DSNAS",
   "DARTS": "DARTS",
   # mutators (the rc0-rc2 module/value mutators are kept by jaxmutate)
   "NasMutator": "NasMutator",
@@ -774,7 +776,7 @@ class _Converter:
     return "train_cfg", out
 
 
-_ALGORITHMS = ("SPOS", "DARTS", "AutoSlim", "SlimmableNetwork")
+_ALGORITHMS = ("SPOS", "DARTS", "DSNAS", "AutoSlim", "SlimmableNetwork")
 
 _MMCLS_MOBILENET_V2 = dict(
   arch_setting=(

@@ -72,8 +72,8 @@ def default_cache_dir() -> Path:
 
   Example:
     >>> import jaxmutate as jm
-    >>> jm.runtime.default_cache_dir().name
-    'xla'
+    >>> jm.runtime.default_cache_dir().is_absolute()
+    True
   """
   configured = os.environ.get(CACHE_ENV, "")
   if configured and configured.lower() != "off":

@@ -5,13 +5,56 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
+import tempfile
 
-import jax
-import pytest
+# The suite compiles thousands of small programs whose run time is negligible:
+# LLVM's optimisation passes are most of XLA:CPU's compile time for them, so the
+# tests (and the processes they start, which inherit the variable) compile
+# without them, about twice as fast on 2 cores. Results are the same programs'
+# (HLO passes still run). JAXMUTATE_TEST_FULL_OPTIMIZATION=1 keeps XLA's default.
+if os.environ.get("JAXMUTATE_TEST_FULL_OPTIMIZATION") != "1":
+  _FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+  if _FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()
+
+import jax  # noqa: E402  (after XLA_FLAGS: XLA reads them when it starts)
+import pytest  # noqa: E402
+
+import jaxmutate as jm  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
-# In-process CLI runs must not write to the user's cache; tests of the cache set their own directory.
-os.environ.setdefault("JAXMUTATE_COMPILATION_CACHE", "off")
+
+# One compilation cache per test run, shared by the xdist workers (they inherit
+# the controller's environment) and by the subprocesses and CLI runs of the
+# tests: many tests compile the same small programs. It starts empty, so every
+# run still compiles everything once, and it never touches the user's cache.
+# Tests of the cache set their own directory; `_session_compilation_cache`
+# switches back after them. JAXMUTATE_TEST_COMPILATION_CACHE=off runs without.
+_OWN_CACHE = "JAXMUTATE_TEST_COMPILATION_CACHE" not in os.environ
+if _OWN_CACHE:
+  os.environ["JAXMUTATE_TEST_COMPILATION_CACHE"] = tempfile.mkdtemp(prefix="jaxmutate-test-xla-")
+SESSION_CACHE = os.environ["JAXMUTATE_TEST_COMPILATION_CACHE"]
+if SESSION_CACHE.lower() != "off":
+  jm.runtime.enable_compilation_cache(SESSION_CACHE)
+os.environ["JAXMUTATE_COMPILATION_CACHE"] = SESSION_CACHE
+
+
+@pytest.fixture(autouse=True)
+def _session_compilation_cache():
+  yield
+  os.environ["JAXMUTATE_COMPILATION_CACHE"] = SESSION_CACHE
+  if SESSION_CACHE.lower() == "off":
+    if jax.config.jax_compilation_cache_dir is not None:
+      jm.runtime.disable_compilation_cache()
+  elif jax.config.jax_compilation_cache_dir != SESSION_CACHE:
+    jm.runtime.enable_compilation_cache(SESSION_CACHE)
+
+
+def pytest_unconfigure(config):
+  # Only the process that made the directory removes it (the xdist controller, or a plain run).
+  if _OWN_CACHE and not hasattr(config, "workerinput"):
+    shutil.rmtree(SESSION_CACHE, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """The command line: config resolution, overrides, outputs."""
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -106,7 +107,10 @@ def test_a_misspelt_data_key_is_an_error_not_ignored(tmp_path):
     cli.main(["search", str(config), "--work-dir", str(tmp_path / "out"), "--no-progress"])
 
 
-@pytest.mark.parametrize("name", ["spos_digits.py", "darts_digits.py", "autoslim_digits.py", "slimmable_digits.py"])
+PACKAGED_CONFIGS = sorted(p.name for p in (pathlib.Path(jm.__file__).parent / "configs").glob("*.py"))
+
+
+@pytest.mark.parametrize("name", PACKAGED_CONFIGS)
 def test_check_validates_every_packaged_config(name, capsys):
   assert cli.main(["check", f"configs/{name}"]) == 0
   out = capsys.readouterr().out

@@ -7,9 +7,11 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import jaxmutate as jm
+from jaxmutate.algorithms import init_train_state, make_population_scorer
 from jaxmutate.data import Split
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -44,7 +46,8 @@ def test_rank_correlations_match_their_definitions(ranking):
     ranking.rank_correlation(x[:2], y[:2])
 
 
-def test_standalone_training_trains_each_subnet_on_its_own_path(ranking):
+@pytest.mark.slow  # about 8 s of CPU, mostly compiling
+def test_standalone_training_trains_each_subnet_and_seed_on_its_own(ranking):
   net = jm.SearchableMLP(num_classes=2, width=8, num_layers=2)
   rng = np.random.default_rng(0)
   images = rng.normal(size=(64, 4)).astype(np.float32)
@@ -54,5 +57,50 @@ def test_standalone_training_trains_each_subnet_on_its_own_path(ranking):
   mutator = jm.OneShotModuleMutator().prepare_from_supernet(variables)
   population = {0: np.array([0, 3, 0]), 1: np.array([0, 3, 2])}  # relu/relu, skip/skip, relu/tanh
   optimizer = dict(type="sgd", learning_rate=0.5)
-  accuracy = ranking.train_standalone(net, mutator, population, split, split, 5, 32, optimizer, jax.random.key(1))
-  assert accuracy.shape == (3,) and (accuracy > 0.8).all()  # a linearly separable task: each one learns it
+  scores = ranking.train_standalone(
+    net, mutator, population, split, split, 5, 32, optimizer, jax.random.key(1), num_seeds=2
+  )
+  assert scores["loss"].shape == scores["accuracy"].shape == (2, 3)
+  assert (scores["accuracy"] > 0.8).all()  # a linearly separable task: every copy learns it
+  assert (scores["loss"] < np.log(2)).all()  # better than chance, so the loss is the trained copy's
+  assert not np.allclose(scores["loss"][0], scores["loss"][1])  # each seed has its own init and data order
+
+
+@pytest.mark.slow  # about 8 s of CPU, mostly compiling
+def test_supernet_scores_are_the_search_scorers_and_the_report_names_every_pair(ranking):
+  net = jm.SearchableConvNet(num_classes=3, width=4, num_layers=2)
+  rng = np.random.default_rng(0)
+  images = rng.normal(size=(24, 8, 8, 1)).astype(np.float32)
+  split = Split(images, rng.integers(0, 3, 24).astype(np.int32))
+  state, variables = init_train_state(net, optax.sgd(0.1), jax.random.key(0), jnp.asarray(images[:4]))
+  mutator = jm.OneShotModuleMutator().prepare_from_supernet(variables)
+  population = {g: np.array([0, 1, 2, 3]) for g in mutator.search_groups}
+  calibration = jnp.asarray(images[:16])
+  scores = ranking.score_with_supernet(net, mutator, state, population, calibration, {"val": split})
+  search = make_population_scorer(net, mutator, calibration, jnp.asarray(split.images), jnp.asarray(split.labels))
+  np.testing.assert_allclose(scores["val"]["accuracy"], search(state, population), atol=1e-6)
+  assert scores["val"]["loss"].shape == (4,) and (scores["val"]["loss"] > 0).all()
+
+  x, y = np.arange(6.0), np.array([0.0, 2, 1, 3, 5, 4])
+  within = np.array([True] * 5 + [False])
+  report = ranking.correlations({"a": x, "b": -x}, {"t": y}, within, num_bootstrap=50, seed=0)
+  assert sorted(report) == ["all_subnets", "within_constraint"]
+  assert report["within_constraint"]["a__vs__t"]["num_subnets"] == 5
+  assert report["all_subnets"]["b__vs__t"]["kendall_tau"]["value"] == pytest.approx(
+    -report["all_subnets"]["a__vs__t"]["kendall_tau"]["value"]
+  )
+  agreement = ranking.seed_agreement({"loss": np.stack([x, x, y]), "accuracy": np.stack([y, y, x])}, 50, 0)
+  assert agreement["heldout_neg_loss"]["pairs"]["seed0_vs_seed1"]["kendall_tau"]["value"] == pytest.approx(1.0)
+  assert len(agreement["heldout_accuracy"]["pairs"]) == 3
+
+
+@pytest.mark.slow  # about 8 s of CPU, mostly compiling
+def test_population_mixes_constrained_and_free_distinct_subnets(ranking):
+  net = jm.SearchableMLP(num_classes=2, width=4, num_layers=3)
+  mutator = jm.OneShotModuleMutator().prepare_from_supernet(net.init(jax.random.key(0), jnp.ones((1, 3)), None))
+  cost = lambda population: {"ops": sum(population.values()).astype(jnp.float32)}  # noqa: E731
+  population = ranking.draw_population(jax.random.key(1), mutator, cost, 8, 3, {"ops": (0, 2)})
+  rows = {tuple(int(population[g][i]) for g in population) for i in range(8)}
+  assert len(rows) == 8 and (np.asarray(cost(population)["ops"])[:3] <= 2).all()
+  with pytest.raises(ValueError, match="--num-within"):
+    ranking.draw_population(jax.random.key(1), mutator, cost, 8, 3, {"ops": (-2, -1)})

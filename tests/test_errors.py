@@ -27,6 +27,12 @@ BUILTIN = {
   errors.ConfigTypeError: TypeError,
   errors.NotPreparedError: RuntimeError,
   errors.SearchError: RuntimeError,
+  errors.ShardingError: ValueError,
+  errors.CheckpointError: RuntimeError,
+  errors.CheckpointCorruptError: RuntimeError,
+  errors.CheckpointMismatchError: ValueError,
+  errors.CheckpointExistsError: RuntimeError,
+  errors.NonFiniteLossError: FloatingPointError,
 }
 
 

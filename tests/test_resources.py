@@ -1,4 +1,4 @@
-"""FLOPs/params of subnets: exact per subnet, additive table for populations."""
+"""FLOPs/params of subnets: exact per subnet, tables for populations; latency measured here."""
 
 import jax
 import jax.numpy as jnp
@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 
 import jaxmutate as jm
+from jaxmutate.runners.latency import build_latency_table, median_latency_ms
 
 
 @pytest.fixture(scope="module")
 def setup():
   net = jm.SearchableConvNet(width=4, num_layers=2)
   x = jnp.ones((1, 8, 8, 1))
-  variables = net.init(jax.random.key(0), x, None)
+  variables = jm.init_supernet(net, jax.random.key(0), x)
   mutator = jm.OneShotModuleMutator().prepare_from_supernet(variables)
   return net, x, variables, mutator
 
@@ -67,3 +68,27 @@ def test_table_rejects_routes(key):
   mutator = jm.NasMutator().prepare_from_supernet(variables)
   with pytest.raises(ValueError, match="route"):
     jm.build_resource_table(lambda *a: None, variables, mutator, xs)
+
+
+def test_latency_is_the_median_of_timed_calls_after_warmup():
+  calls = []
+  ticks = iter([0.0, 0.005, 1.0, 1.001, 2.0, 2.003])  # timed calls of 5, 1 and 3 ms
+
+  def fn():
+    calls.append(1)
+
+  assert median_latency_ms(fn, warmup=2, repeats=3, clock=lambda: next(ticks)) == pytest.approx(3.0)
+  assert len(calls) == 5  # two warm-up calls are run but not timed
+  with pytest.raises(ValueError, match="repeats must be an int >= 1"):
+    median_latency_ms(fn, repeats=0)
+
+
+def test_latency_table_is_a_third_resource(setup):
+  net, x, variables, mutator = setup
+  table = build_latency_table(net, variables, mutator, x, warmup=1, repeats=3)
+  assert table.names == ("latency",) and table.base["latency"] > 0
+  population = jax.vmap(mutator.sample_choices)(jax.random.split(jax.random.key(3), 4))
+  latency = jax.jit(lambda p: table(p)["latency"])(population)
+  assert latency.shape == (4,) and bool(jnp.all(jnp.isfinite(latency)))
+  merged = jm.ResourceTable(("flops", "latency"), {"flops": 1.0, **table.base}, {"flops": {}, **table.deltas})
+  assert sorted(merged(population)) == ["flops", "latency"]

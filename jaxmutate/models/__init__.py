@@ -2,7 +2,8 @@
 
 Layout: ``shufflenet`` (the SPOS ShuffleNetV2 space), ``mobilenet_v2`` (the
 AutoSlim MobileNetV2 channel space and its dynamic blocks), ``resnet`` (a small
-ResNet channel space), ``small`` (small conv and MLP supernets), and DARTS in
+ResNet channel space), ``small`` (small conv and MLP supernets), ``plain``
+(``PlainCNN``, an ordinary Flax CNN with nothing searchable, for pruning), and DARTS in
 four modules: ``darts`` (the operation set and the parts both networks share),
 ``darts_backbone`` (the supernet), ``darts_discrete`` (the network an exported
 subnet derives) and ``darts_weights`` (the supernet's weights for that network).
@@ -21,6 +22,7 @@ from jaxmutate.models.mobilenet_v2 import MOBILENET_V2_ARCH_SETTING as MOBILENET
 from jaxmutate.models.mobilenet_v2 import DynamicConvBN as DynamicConvBN
 from jaxmutate.models.mobilenet_v2 import DynamicInvertedResidual as DynamicInvertedResidual
 from jaxmutate.models.mobilenet_v2 import SearchableMobileNetV2 as SearchableMobileNetV2
+from jaxmutate.models.plain import PlainCNN as PlainCNN
 from jaxmutate.models.resnet import DynamicBasicBlock as DynamicBasicBlock
 from jaxmutate.models.resnet import SearchableResNet as SearchableResNet
 from jaxmutate.models.shufflenet import SPOS_CANDIDATES as SPOS_CANDIDATES
@@ -43,6 +45,7 @@ __all__ = [
   "DynamicConvBN",
   "DynamicInvertedResidual",
   "MOBILENET_V2_ARCH_SETTING",
+  "PlainCNN",
   "SPOS_CANDIDATES",
   "SearchableConvNet",
   "SearchableMLP",

@@ -18,11 +18,15 @@ Config layout (MMRazor's, accepted by :func:`jaxmutate.build` and written by
        parse_cfg=dict(type="Predefined"))
 
 ``parse_cfg`` types: ``"Predefined"`` (the default: the units the supernet
-declares; ``units`` entries, if any, set initial choices) and ``"Config"``
+declares; ``units`` entries, if any, set initial choices), ``"Config"``
 (the same, but ``units`` must list every declared unit, as a pruning config
-does). MMRazor's ``"ChannelAnalyzer"`` finds units in an unmodified model by
-tracing; that analysis is not part of this release, and asking for it is an
-error that says so. Because the units are declared in the model,
+does) and MMRazor's ``"ChannelAnalyzer"``: the units of an unmodified model,
+found by tracing it (:func:`jaxmutate.analysis.analyze_channels`);
+``prepare_from_supernet(variables, model=..., sample_input=...)`` (or
+``parse_cfg=dict(type="ChannelAnalyzer", demo_input=shape or array,
+ignored=[...])``) runs the analysis, each unit becomes a unit of
+``channel_unit_cfg``'s type with ``default_args``, and :meth:`ChannelMutator.masks`
+turns choices into channel masks for ``analysis.mask_variables``. For declared units,
 ``default_args`` cannot change them: they are checked against every unit
 (a mismatch is an error naming the unit), never silently ignored.
 """
@@ -42,7 +46,7 @@ from flax.core import FrozenDict
 
 from jaxmutate.channels import MutableChannelUnit, OneShotMutableChannelUnit, SlimmableChannelUnit, UnitChannels
 from jaxmutate.errors import ConfigError, ConfigKeyError, ConfigTypeError, SearchSpaceError, SubnetFileError
-from jaxmutate.mutables import MutableSpec
+from jaxmutate.mutables import MUTABLES_COLLECTION, MutableSpec
 from jaxmutate.mutators._base import ModuleMutator
 from jaxmutate.mutators._units import ChannelUnitInfo, is_channel_unit
 from jaxmutate.registry import MODELS, check_config_keys, split_scope
@@ -50,13 +54,13 @@ from jaxmutate.typing import GroupChoices, PRNGKey, Variables
 
 __all__ = ["ChannelMutator", "OneShotChannelMutator", "PARSE_TYPES", "SlimmableChannelMutator"]
 
-PARSE_TYPES = ("Predefined", "Config")
+PARSE_TYPES = ("Predefined", "Config", "ChannelAnalyzer")
 """The ``parse_cfg`` types this release understands (see the module docs)."""
 
 _UNIT_CFG_KEYS = ("type", "default_args", "units")
 _UNIT_ENTRY_KEYS = ("init_args", "choice", "channels")
 # Keys MMRazor's parse configs carry; accepted so that its files load, checked by type.
-_PARSE_KEYS = ("type", "_scope_", "from_cfg", "demo_input", "tracer_type")
+_PARSE_KEYS = ("type", "_scope_", "from_cfg", "demo_input", "tracer_type", "ignored", "model")
 
 
 def _freeze(value: Any) -> Any:
@@ -123,7 +127,11 @@ class ChannelMutator(ModuleMutator):
       registered name, or MMRazor's ``dict(type=..., default_args=...,
       units=...)``; ``units`` may be a YAML/JSON file path). Units of other
       types are ignored.
-    parse_cfg: ``dict(type="Predefined")`` (default) or ``dict(type="Config")``.
+    parse_cfg: ``dict(type="Predefined")`` (default), ``dict(type="Config")`` or
+      ``dict(type="ChannelAnalyzer", demo_input=..., ignored=...)`` (units of an
+      unmodified model, found by tracing it).
+    analysis: (``ChannelAnalyzer``, after preparation) the
+      :class:`~jaxmutate.analysis.ChannelAnalysis` the units come from.
     custom_group: lists of unit names (module paths or MMRazor names) and/or
       aliases that share one choice.
 
@@ -163,6 +171,7 @@ class ChannelMutator(ModuleMutator):
   channel_unit_cfg: Any = flax.struct.field(pytree_node=False, default=None)
   parse_cfg: Any = flax.struct.field(pytree_node=False, default=None)
   initial: tuple[tuple[int, int], ...] | None = flax.struct.field(pytree_node=False, default=None)
+  analysis: Any = flax.struct.field(pytree_node=False, default=None)
 
   def __post_init__(self) -> None:
     super().__post_init__()
@@ -217,12 +226,8 @@ class ChannelMutator(ModuleMutator):
     if not isinstance(kind, str):
       raise ConfigTypeError(f"{where}: type must be a str, got {kind!r}.")
     _, kind = split_scope(kind)
-    if kind == "ChannelAnalyzer":
-      raise ConfigError(
-        f"{where}: type 'ChannelAnalyzer' (finding the channel units of an unmodified model by tracing it) is not "
-        "available in this release. Declare the units in the supernet (jaxmutate.channels units passed to "
-        "jaxmutate.dynamic layers) and use parse_cfg=dict(type='Predefined')."
-      )
+    if kind != "ChannelAnalyzer" and any(k in cfg for k in ("ignored", "model")):
+      raise ConfigKeyError(f"{where}: 'ignored' and 'model' belong to type 'ChannelAnalyzer', not {kind!r}.")
     if kind not in PARSE_TYPES:
       raise ConfigError(f"{where}: unknown type {kind!r}; expected one of {list(PARSE_TYPES)}.")
     return _freeze({**cfg, "type": kind})
@@ -240,8 +245,35 @@ class ChannelMutator(ModuleMutator):
 
   # Preparation -----------------------------------------------------------
 
-  def prepare_from_supernet(self, variables: Variables) -> ChannelMutator:
+  def prepare_from_supernet(
+    self, variables: Variables, model: Any = None, sample_input: Any = None, **apply_kwargs: Any
+  ) -> ChannelMutator:
     """Finds the declared units, their related channels and groups; checks the config against them.
+
+    With ``parse_cfg`` type ``"ChannelAnalyzer"`` the units are found by
+    tracing ``model.apply(variables, sample_input, **apply_kwargs)`` (the
+    model and the input may also come from ``parse_cfg``'s ``model`` and
+    ``demo_input``, a shape or an array); each becomes a unit of the managed
+    type built with ``default_args``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn
+      >>> import jaxmutate as jm
+      >>> class Net(nn.Module):  # an unmodified model: no units declared
+      ...   @nn.compact
+      ...   def __call__(self, x):
+      ...     return nn.Dense(2, name="fc")(nn.relu(nn.Dense(16, name="hidden")(x)))
+      >>> net, x = Net(), jnp.ones((1, 4))
+      >>> variables = net.init(jax.random.key(0), x)
+      >>> mutator = jm.OneShotChannelMutator(
+      ...   channel_unit_cfg=dict(type="OneShotMutableChannelUnit", default_args=dict(candidate_choices=[0.5, 1.0])),
+      ...   parse_cfg=dict(type="ChannelAnalyzer"),
+      ... ).prepare_from_supernet(variables, model=net, sample_input=x)
+      >>> [unit.name for unit in mutator.units]
+      ['hidden_(0, 16)_16']
+      >>> masks = mutator.masks(mutator.set_choices(mutator.min_choices()))
+      >>> masks["hidden_(0, 16)_16"].sum()
+      Array(8., dtype=float32)
 
     Raises:
       SearchSpaceError: no unit of the managed type; ``default_args`` or a
@@ -253,6 +285,8 @@ class ChannelMutator(ModuleMutator):
       SubnetFileError: a ``units`` choice that is not among the unit's
         candidates, or two units of one group with different choices.
     """
+    if self.parse_cfg["type"] == "ChannelAnalyzer":
+      return self._prepare_by_analysis(variables, model, sample_input, apply_kwargs)
     prepared = super().prepare_from_supernet(variables)
     default_args = _thaw(self.channel_unit_cfg["default_args"])
     for info in prepared.units:
@@ -260,6 +294,61 @@ class ChannelMutator(ModuleMutator):
         _same_init_args(info.init_args, default_args, info.unit_type, f"Channel unit {info.name!r}")
     initial = prepared._initial_choices()
     return prepared.replace(initial=initial)
+
+  def _prepare_by_analysis(
+    self, variables: Variables, model: Any, sample_input: Any, apply_kwargs: Mapping[str, Any]
+  ) -> ChannelMutator:
+    from jaxmutate.analysis import analyze_channels
+
+    where = f"{type(self).__name__}: parse_cfg type 'ChannelAnalyzer'"
+    model = self.parse_cfg.get("model") if model is None else model
+    if model is None:
+      raise ConfigError(f"{where} needs the model: prepare_from_supernet(variables, model=..., sample_input=...).")
+    if sample_input is None:
+      demo = self.parse_cfg.get("demo_input")
+      if demo is None:
+        raise ConfigError(f"{where} needs a sample input: sample_input=... or parse_cfg demo_input=(shape).")
+      is_shape = isinstance(demo, (tuple, list)) and all(isinstance(d, int) for d in demo)
+      sample_input = jnp.zeros(tuple(demo), jnp.float32) if is_shape else jnp.asarray(demo)
+    analysis = analyze_channels(
+      model, variables, sample_input, ignored=tuple(self.parse_cfg.get("ignored") or ()), **apply_kwargs
+    )
+    if not analysis.groups:
+      raise SearchSpaceError(f"{where}: the analysis found no prunable unit.\n{analysis.report()}")
+    unit_type = self.unit_type
+    if unit_type is MutableChannelUnit:
+      unit_type = (
+        self.default_unit_type if self.default_unit_type is not MutableChannelUnit else OneShotMutableChannelUnit
+      )
+    default_args = _thaw(self.channel_unit_cfg["default_args"])
+    specs = {}
+    for order, group in enumerate(analysis.groups):
+      try:
+        unit = unit_type(group.num_channels, **default_args)
+      except (TypeError, ValueError) as error:
+        raise SearchSpaceError(
+          f"{where}: default_args {default_args} do not build a {unit_type.__name__} of {group.num_channels} "
+          f"channels for unit {group.name!r}: {error}"
+        ) from None
+      spec = unit.init(jax.random.key(0), None)[MUTABLES_COLLECTION]["spec"]
+      specs[group.name] = {"spec": dataclasses.replace(spec, order=order)}
+    prepared = ModuleMutator.prepare_from_supernet(self, {MUTABLES_COLLECTION: specs})
+    prepared = prepared.replace(analysis=analysis)
+    return prepared.replace(initial=prepared._initial_choices())
+
+  def masks(self, choices: Mapping[str, Any]) -> dict[str, jax.Array]:
+    """Channel masks of the analysed units for ``choices`` (from :meth:`set_choices`); traceable.
+
+    Raises:
+      ConfigError: the mutator was not prepared with ``parse_cfg`` type ``"ChannelAnalyzer"``.
+    """
+    if self.analysis is None:
+      raise ConfigError(
+        f"{type(self).__name__}.masks needs units from parse_cfg type 'ChannelAnalyzer'; declared units give "
+        "their widths to the dynamic layers directly."
+      )
+    spaces = self.name_to_spec
+    return self.analysis.masks({name: spaces[name].space.kept(choices[name]) for name in self.analysis.group_names})
 
   def _initial_choices(self) -> tuple[tuple[int, int], ...] | None:
     units_cfg = self.channel_unit_cfg.get("units")

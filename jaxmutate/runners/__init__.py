@@ -26,32 +26,64 @@ from jaxmutate.runners._loop import train_loop as train_loop
 from jaxmutate.runners.autoslim import AutoSlim as AutoSlim
 from jaxmutate.runners.autoslim import SlimmableNetwork as SlimmableNetwork
 from jaxmutate.runners.autoslim import plot_width_search as plot_width_search
+from jaxmutate.runners.checkpoint import Checkpointer as Checkpointer
+from jaxmutate.runners.checkpoint import CheckpointSettings as CheckpointSettings
+from jaxmutate.runners.checkpoint import checkpoint_settings as checkpoint_settings
+from jaxmutate.runners.checkpoint import resumable_loop as resumable_loop
+from jaxmutate.runners.checkpoint import run_fingerprints as run_fingerprints
 from jaxmutate.runners.darts import DARTS as DARTS
+from jaxmutate.runners.darts import darts_cost_table as darts_cost_table
 from jaxmutate.runners.darts import retrain_derived_network as retrain_derived_network
+from jaxmutate.runners.dsnas import DSNAS as DSNAS
+from jaxmutate.runners.latency import build_latency_table as build_latency_table
+from jaxmutate.runners.latency import latency_measure as latency_measure
+from jaxmutate.runners.latency import median_latency_ms as median_latency_ms
 from jaxmutate.runners.plots import plot_arch_weights as plot_arch_weights
 from jaxmutate.runners.plots import plot_pareto as plot_pareto
+from jaxmutate.runners.prune import Prune as Prune
+from jaxmutate.runners.prune import plot_pruning as plot_pruning
 from jaxmutate.runners.spos import SPOS as SPOS
 from jaxmutate.runners.spos import compare_with_random as compare_with_random
+from jaxmutate.runners.spos import make_sharded_population_scorer as make_sharded_population_scorer
 from jaxmutate.runners.spos import retrain_subnet as retrain_subnet
 from jaxmutate.runners.spos import train_supernet as train_supernet
+from jaxmutate.runners.support import RunSupport as RunSupport
+from jaxmutate.runners.support import nonfinite_policy as nonfinite_policy
+from jaxmutate.runners.support import sharding_mesh as sharding_mesh
 
 __all__ = [
-  "COMMON_CONFIG_KEYS",
-  "SCORE_KEYS",
   "AutoSlim",
+  "build_latency_table",
   "check_run_config",
   "check_score_key",
   "check_search_type",
+  "checkpoint_settings",
+  "Checkpointer",
+  "CheckpointSettings",
+  "COMMON_CONFIG_KEYS",
   "compare_with_random",
   "DARTS",
+  "darts_cost_table",
+  "DSNAS",
+  "latency_measure",
   "load_data",
+  "make_sharded_population_scorer",
+  "median_latency_ms",
+  "nonfinite_policy",
   "plot_arch_weights",
   "plot_pareto",
+  "plot_pruning",
   "plot_width_search",
+  "Prune",
+  "resumable_loop",
   "retrain_derived_network",
   "retrain_subnet",
+  "run_fingerprints",
+  "RunSupport",
+  "SCORE_KEYS",
   "SearchAlgorithm",
   "SearchResult",
+  "sharding_mesh",
   "SlimmableNetwork",
   "SPOS",
   "train_loop",

@@ -48,7 +48,12 @@ class SearchAlgorithm(Protocol):
   """
 
   def run(self, config: dict[str, Any], work_dir: Path, seed: int, progress: bool = True) -> SearchResult:
-    """Trains, searches and returns the best subnet; may write extra files to ``work_dir``."""
+    """Trains, searches and returns the best subnet; may write extra files to ``work_dir``.
+
+    Runners that checkpoint (the config's ``checkpoint`` dict) also take
+    ``resume=True`` (``jaxmutate search --resume``): continue from the
+    checkpoints in ``work_dir/checkpoints``.
+    """
     ...
 
   def check_config(self, config: Mapping[str, Any]) -> None:

@@ -55,14 +55,16 @@ from jaxmutate.runners._base import (
   load_data,
 )
 from jaxmutate.runners._loop import train_loop
+from jaxmutate.runners.checkpoint import checkpoint_settings
 from jaxmutate.runners.spos import retrain_subnet
+from jaxmutate.runners.support import RUN_CONFIG_KEYS, RunSupport, nonfinite_policy, sharding_mesh
 from jaxmutate.search import AutoSlimGreedySearchLoop
 from jaxmutate.subnet import save_fix_subnet
 from jaxmutate.typing import GroupChoices
 
 __all__ = ["AutoSlim", "SlimmableNetwork", "plot_width_search"]
 
-_TRAIN_KEYS = ("epochs", "batch_size", "optimizer")
+_TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "on_nonfinite")
 _SEARCH_KEYS = ("type", "target_flops", "relative", "score_key")
 _SCORE_KEYS = (*SCORE_KEYS, "loss")
 
@@ -112,7 +114,7 @@ class _WidthRunner:
     self._read_config(config)
 
   def _read_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
-    check_run_config(config, self.name, self.sections, ("calibrate_sample_num",))
+    check_run_config(config, self.name, self.sections, ("calibrate_sample_num", *RUN_CONFIG_KEYS))
     train = dict(epochs=20, batch_size=64, optimizer=dict(type="sgd", learning_rate=0.1, momentum=0.9, nesterov=True))
     train.update(config.get("train_cfg") or {})
     retrain = dict(epochs=0, batch_size=train["batch_size"], optimizer=train["optimizer"])
@@ -120,10 +122,44 @@ class _WidthRunner:
     for where, cfg in (("train_cfg", train), ("retrain_cfg", retrain)):
       _positive_int(cfg["epochs"], f"{self.name}: {where}.epochs", minimum=0)
       _positive_int(cfg["batch_size"], f"{self.name}: {where}.batch_size")
+      nonfinite_policy(cfg, where, self.name)
+    checkpoint_settings(config, self.name)
+    sharding_mesh(config, self.name)
     calibrate = _positive_int(config.get("calibrate_sample_num", 512), f"{self.name}: calibrate_sample_num", 0)
     return dict(train=train, retrain=retrain, calibrate=calibrate)
 
   # Pieces --------------------------------------------------------------------
+
+  def _train(
+    self,
+    support: RunSupport,
+    mutator: Any,
+    step: Any,
+    state: TrainState,
+    data: Dataset,
+    train: Mapping[str, Any],
+    key: jax.Array,
+    progress: bool,
+    desc: str,
+    describe: str,
+    metrics: Sequence[str] | None = None,
+  ) -> tuple[TrainState, list[dict[str, float]]]:
+    """Supernet training in the shared loop: checkpoints, data parallelism and the non-finite check of ``support``."""
+    return train_loop(
+      step,
+      support.replicate(state),
+      data.train,
+      train["epochs"],
+      train["batch_size"],
+      key,
+      metrics=metrics,
+      progress=progress,
+      desc=desc,
+      checkpointer=support.checkpointer("supernet", mutator),
+      on_nonfinite=nonfinite_policy(train, "train_cfg", self.name),
+      describe_step=lambda _: describe,
+      place_batch=support.place_batch(train["batch_size"]),
+    )
 
   def _calibrate(self, params: Any, batch_stats: Any, choices: Any, calibration: jax.Array) -> Any:
     # One jitted function per runner: every export of a run reuses its compile.
@@ -284,11 +320,18 @@ class AutoSlim(_WidthRunner):
     self.num_random_samples = _positive_int(num_random_samples, "AutoSlim: num_random_samples", 0)
     self.hard_loss_weight = float(hard_loss_weight)
 
-  def run(self, config: dict[str, Any], work_dir: Path, seed: int, progress: bool = True) -> SearchResult:
+  def run(
+    self, config: dict[str, Any], work_dir: Path, seed: int, progress: bool = True, resume: bool = False
+  ) -> SearchResult:
     """Trains the supernet (sandwich rule), slims it to every target, exports and reports.
 
     Config keys (all optional but ``model``): ``data``, ``train_cfg``
-    (``epochs``, ``batch_size``, ``optimizer``), ``search_cfg``
+    (``epochs``, ``batch_size``, ``optimizer``, ``on_nonfinite``: ``"raise"``
+    or ``"skip"``, as :class:`~jaxmutate.runners.SPOS`), ``checkpoint``
+    (``dict(every_n_steps=N, keep=K)``: supernet training is checkpointed and
+    ``resume=True`` continues it; the greedy search reruns, deterministically),
+    ``sharding`` (``dict(population=P, data=D)``: data-parallel supernet
+    training over ``D`` devices), ``search_cfg``
     (``type="AutoSlimGreedySearchLoop"``, ``target_flops``, ``relative``,
     ``score_key``), ``calibrate_sample_num`` (training images for the
     BatchNorm recalibration of every rated subnet), ``retrain_cfg``
@@ -298,6 +341,7 @@ class AutoSlim(_WidthRunner):
     work_dir = Path(work_dir)
     cfg = self._read_config(config)
     loop, score_key = self._search_loop(config)
+    support = RunSupport(config, self.name, work_dir, seed, resume)
 
     timings: dict[str, float] = {}
     data = load_data(config, self.name)
@@ -309,16 +353,18 @@ class AutoSlim(_WidthRunner):
     step = make_sandwich_train_step(
       self.architecture, mutator, optimizer, self.num_random_samples, hard_loss_weight=self.hard_loss_weight
     )
-    state, train_log = train_loop(
+    state, train_log = self._train(
+      support,
+      mutator,
       step,
       state,
-      data.train,
-      train["epochs"],
-      train["batch_size"],
+      data,
+      train,
       train_key,
+      progress,
+      "train supernet (sandwich)",
+      f"the sandwich of this step (the max, the min and {self.num_random_samples} random subnets of its key)",
       metrics=("loss", "max_loss", "min_loss", "accuracy", "min_accuracy"),
-      progress=progress,
-      desc="train supernet (sandwich)",
     )
     timings["supernet_train_s"] = time.perf_counter() - start
 
@@ -394,6 +440,8 @@ class AutoSlim(_WidthRunner):
       "plot": "pareto.png" if plotted else None,
       "timings_s": timings,
     }
+    if support.summary() is not None:
+      summary["checkpoints"] = support.summary()
     return SearchResult(reports[0]["fix_subnet"], summary)
 
   def _retrain_pair(
@@ -484,16 +532,19 @@ class SlimmableNetwork(_WidthRunner):
       raise ConfigTypeError(f"SlimmableNetwork: deploy_index must be an int, got {deploy_index!r}.")
     self.deploy_index = deploy_index
 
-  def run(self, config: dict[str, Any], work_dir: Path, seed: int, progress: bool = True) -> SearchResult:
+  def run(
+    self, config: dict[str, Any], work_dir: Path, seed: int, progress: bool = True, resume: bool = False
+  ) -> SearchResult:
     """Trains every predefined subnet together, then rates and exports each one.
 
     Config keys: ``data``, ``train_cfg``, ``calibrate_sample_num``,
-    ``retrain_cfg`` (as :class:`AutoSlim`; no ``search_cfg``: the subnets are
-    predefined).
+    ``retrain_cfg``, ``checkpoint``, ``sharding`` (as :class:`AutoSlim`; no
+    ``search_cfg``: the subnets are predefined).
     """
     work_dir = Path(work_dir)
     self.check_config(config)
     cfg = self._read_config(config)
+    support = RunSupport(config, self.name, work_dir, seed, resume)
     data = load_data(config, self.name)
     train = cfg["train"]
     init_key, train_key, retrain_key = jax.random.split(jax.random.key(seed), 3)
@@ -506,15 +557,17 @@ class SlimmableNetwork(_WidthRunner):
     timings: dict[str, float] = {}
     start = time.perf_counter()
     step = make_slimmable_train_step(self.architecture, mutator, optimizer, subnets)
-    state, train_log = train_loop(
+    state, train_log = self._train(
+      support,
+      mutator,
       lambda s, x, y, k: step(s, x, y),
       state,
-      data.train,
-      train["epochs"],
-      train["batch_size"],
+      data,
+      train,
       train_key,
-      progress=progress,
-      desc="train slimmable",
+      progress,
+      "train slimmable",
+      f"every one of the {len(subnets)} predefined subnets",
     )
     timings["train_s"] = time.perf_counter() - start
     cost_fn = self._cost_fn(state, variables, mutator, data)
@@ -548,6 +601,8 @@ class SlimmableNetwork(_WidthRunner):
       "plot": "pareto.png" if plotted else None,
       "timings_s": timings,
     }
+    if support.summary() is not None:
+      summary["checkpoints"] = support.summary()
     return SearchResult(deployed["fix_subnet"], summary)
 
 

@@ -25,12 +25,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from jaxmutate.algorithms import (
   TrainState,
   accuracy,
+  add_cost_penalty,
   arch_weights_table,
+  cost_penalty,
   derive_group_choices,
+  expected_cost,
   init_darts_state,
   make_darts_steps,
   make_fixed_subnet_train_step,
@@ -43,10 +47,12 @@ from jaxmutate.errors import ConfigError, ConfigTypeError
 from jaxmutate.models import DartsBackbone, DartsDiscreteNetwork, derive_discrete_network, discrete_network_variables
 from jaxmutate.mutables import GUMBEL_RNG, gumbel_temperature_schedule
 from jaxmutate.mutators import DiffModuleMutator
-from jaxmutate.registry import MODELS, build
+from jaxmutate.registry import MODELS, build, check_config_keys
+from jaxmutate.resources import ResourceTable, build_resource_table, estimate_resources
 from jaxmutate.runners._base import SearchResult, check_run_config, load_data
 from jaxmutate.runners._loop import train_loop
 from jaxmutate.runners.plots import plot_arch_weights
+from jaxmutate.spaces import EdgeSubsetSpace
 from jaxmutate.typing import PRNGKey
 
 
@@ -63,11 +69,21 @@ class DARTS:
     unroll_lr: ``ξ``; ``None`` uses the weight optimiser's learning rate
       (when it is a number), else 0.025.
     exclude_zero: never derive the ``zero`` op for an edge (DARTS paper).
+    flops_penalty: ``dict(weight=..., target=0.0, resource="flops")``: add
+      ``weight · max(0, E[FLOPs] − target) / scale`` to the architecture loss,
+      ``E`` the expected MFLOPs per image of the op choices under
+      ``softmax(α)`` (:func:`~jaxmutate.algorithms.cost_penalty`; ``scale`` is
+      the target, or with target 0 the uniform expectation). The cost table
+      is measured with XLA after init, with every route running all its edges
+      (:func:`~jaxmutate.build_resource_table` with the routes fixed); for
+      GDAS's hard Gumbel samples the softmax expectation is exact.
 
   Raises:
     ConfigTypeError: (a ``TypeError``) ``architecture`` is not a Flax module
       or ``mutator`` not a ``DiffModuleMutator``.
-    ConfigError: (a ``ValueError``) ``unroll_lr`` < 0.
+    ConfigError: (a ``ValueError``) ``unroll_lr`` < 0; ``flops_penalty`` with
+      an unknown key (a ``ConfigKeyError``), no ``weight``, a negative weight or
+      target.
 
   Example:
     >>> import jaxmutate as jm
@@ -84,6 +100,7 @@ class DARTS:
     unroll: bool = False,
     unroll_lr: float | None = None,
     exclude_zero: bool = True,
+    flops_penalty: Mapping[str, Any] | None = None,
   ):
     if isinstance(architecture, Mapping):
       architecture = build(architecture)
@@ -102,6 +119,7 @@ class DARTS:
     self.unroll = bool(unroll)
     self.unroll_lr = unroll_lr
     self.exclude_zero = bool(exclude_zero)
+    self.flops_penalty = _check_flops_penalty(flops_penalty)
 
   def check_config(self, config: Mapping[str, Any]) -> None:
     """Validates the keys :meth:`run` reads; an unknown or misspelt key is an error (DARTS has no ``search_cfg``).
@@ -181,6 +199,14 @@ class DARTS:
       model, self.mutator, weight_optimizer, arch_optimizer, init_key, sample, compiler_options
     )
     timings["init_s"] = time.perf_counter() - start
+    table = None
+    if self.flops_penalty is not None:
+      start = time.perf_counter()
+      table = darts_cost_table(model, variables, mutator, sample[:1])
+      timings["cost_table_s"] = time.perf_counter() - start
+      penalty = cost_penalty(table, self.flops_penalty["target"], self.flops_penalty["resource"])
+      arch_optimizer = optax.chain(add_cost_penalty(penalty, self.flops_penalty["weight"]), arch_optimizer)
+      state = state._replace(arch_opt_state=arch_optimizer.init(state.arch_params))
     out_shape = jax.eval_shape(
       lambda: model.apply(variables, sample[:2], mutator.set_choices(state.arch_params), rngs={GUMBEL_RNG: init_key})
     )
@@ -208,9 +234,22 @@ class DARTS:
       else None
     )
 
+    def cost_entry(arch_params: Any) -> dict[str, float]:
+      if table is None:
+        return {}
+      resource = self.flops_penalty["resource"]
+      return {f"expected_{resource}": float(expected_cost(table, arch_params)[resource])}
+
     log: dict[str, Any] = {
       "choice_names": {mutator.group_key(g): list(mutator.group_spec(g).choice_names) for g in mutator.search_groups},
-      "history": [{"epoch": 0, "step": 0, "weights": arch_weights_table(mutator, state.arch_params)}],
+      "history": [
+        {
+          "epoch": 0,
+          "step": 0,
+          "weights": arch_weights_table(mutator, state.arch_params),
+          **cost_entry(state.arch_params),
+        }
+      ],
     }
     step_times: list[float] = []
     epoch_metrics: list[dict[str, float]] = []
@@ -260,6 +299,7 @@ class DARTS:
           "step": int(state.step),
           "weights": arch_weights_table(mutator, state.arch_params),
           **averages,
+          **cost_entry(state.arch_params),
         }
       )
     if bar is not None:
@@ -296,6 +336,18 @@ class DARTS:
       "final_epoch": epoch_metrics[-1],
       "arch_weights_plot": plotted,
     }
+    if table is not None:
+      resource = self.flops_penalty["resource"]
+      exact = estimate_resources(model, variables, mutator, group_choices, sample[:1])
+      summary["flops_penalty"] = {
+        **self.flops_penalty,
+        f"expected_{resource}_first": log["history"][0][f"expected_{resource}"],
+        f"expected_{resource}_last": log["history"][-1][f"expected_{resource}"],
+        # The table prices every edge's op (routes run all edges); the derived
+        # network keeps num_chosen edges per node: XLA's count of it is exact.
+        f"derived_{resource}_table": float(table(group_choices)[resource]),
+        "derived_exact": exact,
+      }
     if isinstance(model, DartsBackbone):
       network = derive_discrete_network(model, fix_subnet)
       sub_vars = discrete_network_variables(network, {"params": state.params, "batch_stats": state.batch_stats}, sample)
@@ -321,6 +373,59 @@ class DARTS:
         summary["derived_test_accuracy_retrained"] = float(accuracy(predict(sub_vars, test_images), test_labels))
     summary["timings"] = {k: round(v, 4) for k, v in timings.items()}
     return SearchResult(fix_subnet, summary)
+
+
+FLOPS_PENALTY_KEYS = ("weight", "target", "resource")
+
+
+def _check_flops_penalty(cfg: Mapping[str, Any] | None) -> dict[str, Any] | None:
+  if cfg is None:
+    return None
+  if not isinstance(cfg, Mapping):
+    raise ConfigTypeError(f"flops_penalty must be a dict(weight=..., target=...), got {cfg!r}.")
+  check_config_keys(cfg, FLOPS_PENALTY_KEYS, "flops_penalty")
+  if "weight" not in cfg:
+    raise ConfigError(f"flops_penalty needs a weight (>= 0), got {dict(cfg)!r}.")
+  weight, target = cfg["weight"], cfg.get("target", 0.0)
+  if not isinstance(weight, (int, float)) or not weight >= 0:
+    raise ConfigError(f"flops_penalty weight must be a number >= 0, got {weight!r}.")
+  if not isinstance(target, (int, float)) or not target >= 0:
+    raise ConfigError(f"flops_penalty target must be a number >= 0 (MFLOPs per image), got {target!r}.")
+  resource = cfg.get("resource", "flops")
+  if resource not in ("flops", "params"):
+    raise ConfigError(f"flops_penalty resource must be 'flops' or 'params', got {resource!r}.")
+  return {"weight": float(weight), "target": float(target), "resource": resource}
+
+
+def darts_cost_table(
+  model: nn.Module, variables: Mapping[str, Any], mutator: DiffModuleMutator, sample_input: jax.Array
+) -> ResourceTable:
+  """The cost table of a DARTS supernet's op groups, every route running all of its edges.
+
+  Routes choose sets of edges, which a per-group table cannot index, so they
+  are held at a mixture (zero logits: every edge runs) and every edge's op is
+  priced: the table's FLOPs of a derived network count the dropped edges too,
+  an upper bound that falls with every op it makes cheaper.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> import jaxmutate as jm
+    >>> from jaxmutate.runners.darts import darts_cost_table
+    >>> net = jm.DartsBackbone(base_channels=2, num_layers=1, num_nodes=1, num_classes=3,
+    ...                        op_names=("zero", "sep_conv_3x3"))
+    >>> x = jnp.ones((1, 8, 8, 1))
+    >>> variables = jm.init_supernet(net, jax.random.key(0), x)
+    >>> mutator = jm.DiffModuleMutator().prepare_from_supernet(variables)
+    >>> table = darts_cost_table(net, variables, mutator, x)
+    >>> table.groups, bool(table.deltas["flops"][1][1] > 0)  # group 0 is the route
+    ((1, 2), True)
+  """
+  routes = {
+    g: jnp.zeros(mutator.group_spec(g).num_choices, jnp.float32)
+    for g in mutator.search_groups
+    if isinstance(mutator.group_space(g), EdgeSubsetSpace)
+  }
+  return build_resource_table(model, variables, mutator, sample_input, interactions="none", fixed=routes)
 
 
 class _WithChoices(DartsDiscreteNetwork):
@@ -406,4 +511,4 @@ def retrain_derived_network(
 
 MODELS.register_module(name="Darts", module=DARTS)
 
-__all__ = ["DARTS", "retrain_derived_network"]
+__all__ = ["DARTS", "darts_cost_table", "retrain_derived_network"]

@@ -13,6 +13,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -33,18 +34,22 @@ from jaxmutate.algorithms import (
   make_fixed_subnet_train_step,
   make_population_scorer,
   make_spos_train_step,
+  recalibrate_batch_stats,
 )
 from jaxmutate.data import Dataset, Split, iterate_batches
-from jaxmutate.errors import ConfigTypeError
+from jaxmutate.errors import ConfigError, ConfigTypeError
 from jaxmutate.mutables import DiffMutableModule
 from jaxmutate.mutators import ModuleMutator
 from jaxmutate.registry import MODELS, build
 from jaxmutate.resources import build_resource_table, estimate_resources
 from jaxmutate.runners._base import SearchResult, check_run_config, check_score_key, check_search_type, load_data
-from jaxmutate.runners._loop import Batches, train_loop
+from jaxmutate.runners._loop import Batches, PlaceBatch, train_loop
+from jaxmutate.runners.checkpoint import Checkpointer, checkpoint_settings, resumable_loop
 from jaxmutate.runners.plots import plot_pareto
-from jaxmutate.search import EvolutionResult, EvolutionSearchLoop, rank_against, sample_constrained
-from jaxmutate.typing import PRNGKey
+from jaxmutate.runners.support import RUN_CONFIG_KEYS, RunSupport, nonfinite_policy, sharding_mesh
+from jaxmutate.search import EvolutionResult, EvolutionSearchLoop, EvolutionState, rank_against, sample_constrained
+from jaxmutate.sharding import pad_population, replicate, shard_population
+from jaxmutate.typing import GroupChoices, PRNGKey
 
 _LOGGED = ("loss", "accuracy")
 """The per-epoch figures of the training logs in ``summary.json``, in their order there."""
@@ -109,16 +114,24 @@ class SPOS:
     """
     loop_keys = tuple(f.name for f in dataclasses.fields(EvolutionSearchLoop))
     sections = {
-      "train_cfg": ("epochs", "batch_size", "optimizer"),
+      "train_cfg": ("epochs", "batch_size", "optimizer", "on_nonfinite"),
       "search_cfg": ("type", "calibrate_sample_num", "score_key") + loop_keys,
-      "retrain_cfg": ("epochs", "batch_size", "optimizer"),
+      "retrain_cfg": ("epochs", "batch_size", "optimizer", "on_nonfinite"),
     }
-    check_run_config(config, "SPOS", sections, ("num_random_baseline", "random_baseline_max_attempts"))
+    check_run_config(
+      config, "SPOS", sections, ("num_random_baseline", "random_baseline_max_attempts", *RUN_CONFIG_KEYS)
+    )
     search_cfg = config.get("search_cfg") or {}
     check_search_type(search_cfg, "EvolutionSearchLoop", "SPOS")
     check_score_key(search_cfg, "SPOS")
+    for name in ("train_cfg", "retrain_cfg"):
+      nonfinite_policy(config.get(name) or {}, name, "SPOS")
+    checkpoint_settings(config, "SPOS")
+    sharding_mesh(config, "SPOS")
 
-  def run(self, config: dict[str, Any], work_dir: Path, seed: int, progress: bool = True) -> SearchResult:
+  def run(
+    self, config: dict[str, Any], work_dir: Path, seed: int, progress: bool = True, resume: bool = False
+  ) -> SearchResult:
     """Trains the supernet, searches, exports; optionally retrains the best subnet.
 
     Config keys read (all optional but ``model``): ``data`` (a data set config
@@ -128,7 +141,20 @@ class SPOS:
     ``epochs=0`` skips it), ``num_random_baseline`` (random subnets that meet
     ``search_cfg.constraints_range``, rated on the test split as a baseline:
     see :func:`compare_with_random`), ``random_baseline_max_attempts`` (the
-    cap on their draws, default ``100 * num_random_baseline``).
+    cap on their draws, default ``100 * num_random_baseline``),
+    ``train_cfg.on_nonfinite`` / ``retrain_cfg.on_nonfinite`` (``"raise"``, the
+    default: a NaN or infinite loss stops the run naming the step and the
+    subnet; ``"skip"``: such steps are skipped and counted), ``checkpoint``
+    (``dict(every_n_steps=N, keep=K)``: supernet training and retraining
+    save a checkpoint every ``N`` steps and at their end into
+    ``work_dir/checkpoints``; ``resume=True`` continues from them, with the
+    same results as a run never interrupted; the evolution search saves its
+    state, :meth:`~jaxmutate.search.EvolutionSearchLoop.run_stepwise`'s, after
+    every generation into ``work_dir/checkpoints/search``, so a run killed
+    during the search resumes at its last finished generation), ``sharding``
+    (``dict(population=P, data=D)``: supernet training and retraining split
+    each batch over ``D`` devices, scoring splits each population over ``P``;
+    see :mod:`jaxmutate.sharding`).
 
     Besides the returned summary it writes ``work_dir/pareto.png`` (with
     matplotlib): accuracy against FLOPs of every subnet the search rated,
@@ -136,6 +162,7 @@ class SPOS:
     """
     work_dir = Path(work_dir)
     self.check_config(config)
+    support = RunSupport(config, "SPOS", work_dir, seed, resume)
     timings: dict[str, float] = {}
     data = load_data(config, "SPOS")
     train_cfg = dict(
@@ -157,6 +184,7 @@ class SPOS:
     optimizer = build_optimizer(train_cfg["optimizer"])
     state, variables = init_train_state(model, optimizer, init_key, sample)
     mutator = self.mutator.prepare_from_supernet(variables)
+    state = support.replicate(state)
 
     start = time.perf_counter()
     state, train_log = train_supernet(
@@ -170,6 +198,9 @@ class SPOS:
       train_key,
       progress,
       iterate_batches,
+      checkpointer=support.checkpointer("supernet", mutator),
+      on_nonfinite=nonfinite_policy(train_cfg, "train_cfg", "SPOS"),
+      place_batch=support.place_batch(train_cfg["batch_size"]),
     )
     timings["supernet_train_s"] = time.perf_counter() - start
 
@@ -179,18 +210,24 @@ class SPOS:
     timings["resource_table_s"] = time.perf_counter() - start
 
     calibration = jnp.asarray(data.train.images[:calibrate_sample_num]) if calibrate_sample_num > 0 else None
-    val_scorer = make_population_scorer(
-      model, mutator, calibration, jnp.asarray(data.val.images), jnp.asarray(data.val.labels)
+    val_scorer = make_sharded_population_scorer(
+      model, mutator, calibration, jnp.asarray(data.val.images), jnp.asarray(data.val.labels), support.mesh
     )
-    test_scorer = make_population_scorer(
-      model, mutator, calibration, jnp.asarray(data.test.images), jnp.asarray(data.test.labels)
+    test_scorer = make_sharded_population_scorer(
+      model, mutator, calibration, jnp.asarray(data.test.images), jnp.asarray(data.test.labels), support.mesh
     )
     loop = EvolutionSearchLoop(**search_cfg)
     start = time.perf_counter()
-    evaluated = _Evaluated()
-    result = _search(
-      loop, search_key, mutator, evaluated.recording(lambda population: val_scorer(state, population)), table, progress
+    result, search_state = _search(
+      loop,
+      search_key,
+      mutator,
+      lambda population: val_scorer(state, population),
+      table,
+      progress,
+      support.checkpointer("search", mutator, every_n_steps=1),
     )
+    rated, rated_scores = loop.rated(search_state)
     timings["search_s"] = time.perf_counter() - start
 
     best = result.best_choices
@@ -213,8 +250,8 @@ class SPOS:
     random_population = baseline.pop("population")
     plotted = plot_pareto(
       work_dir / "pareto.png",
-      flops=np.asarray(table(evaluated.population())["flops"]) if evaluated else np.zeros(0),
-      val_accuracy=evaluated.scores(),
+      flops=np.asarray(table(rated)["flops"]) if len(rated_scores) else np.zeros(0),
+      val_accuracy=rated_scores,
       searched=(resources["flops"], result.best_score, best_test),
       random_flops=np.asarray(table(random_population)["flops"]) if baseline["found"] else np.zeros(0),
       random_val_accuracy=val_scorer(state, random_population) if baseline["found"] else np.zeros(0),
@@ -233,6 +270,8 @@ class SPOS:
       "best_flops_M_per_image": resources["flops"],
       "best_params_M": resources["params"],
       "num_subnets_evaluated": result.num_evaluated,
+      # NaN/inf validation scores: counted, never ranked, never in the top-k.
+      "num_nonfinite_scores": result.num_nonfinite,
       "search_history": result.history,
       "pareto_plot": "pareto.png" if plotted else None,
       "supernet_train": train_log,
@@ -241,36 +280,21 @@ class SPOS:
     if retrain_cfg["epochs"] > 0:
       start = time.perf_counter()
       summary["retrain"] = retrain_subnet(
-        model, mutator.set_choices(best), data, retrain_cfg, retrain_key, progress, iterate_batches
+        model,
+        mutator.set_choices(best),
+        data,
+        retrain_cfg,
+        retrain_key,
+        progress,
+        iterate_batches,
+        checkpointer=support.checkpointer("retrain", mutator),
+        place_batch=support.place_batch(retrain_cfg["batch_size"], "retrain_cfg"),
+        replicate=support.replicate,
       )
       timings["retrain_s"] = time.perf_counter() - start
+    if support.summary() is not None:
+      summary["checkpoints"] = support.summary()
     return SearchResult(fix_subnet, summary)
-
-
-class _Evaluated:
-  """Every subnet the search rated and its score, in rating order (for the accuracy-FLOPs plot)."""
-
-  def __init__(self) -> None:
-    self.populations: list[dict[int, np.ndarray]] = []
-    self.rated: list[np.ndarray] = []
-
-  def __bool__(self) -> bool:
-    return bool(self.populations)
-
-  def recording(self, score_fn: Callable[[dict[int, jax.Array]], np.ndarray]) -> Callable[..., np.ndarray]:
-    def score(population: dict[int, jax.Array]) -> np.ndarray:
-      scores = np.asarray(score_fn(population))
-      self.populations.append({g: np.asarray(v) for g, v in population.items()})
-      self.rated.append(scores)
-      return scores
-
-    return score
-
-  def population(self) -> dict[int, np.ndarray]:
-    return {g: np.concatenate([p[g] for p in self.populations]) for g in self.populations[0]}
-
-  def scores(self) -> np.ndarray:
-    return np.concatenate(self.rated) if self.rated else np.zeros(0)
 
 
 def compare_with_random(
@@ -381,6 +405,10 @@ def compare_with_random(
   return report
 
 
+# The search's own kernels (sampling, dedup, top-k) are small: LLVM's optimisations only cost compile time.
+_SEARCH_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
 def _search(
   loop: EvolutionSearchLoop,
   key: PRNGKey,
@@ -388,19 +416,31 @@ def _search(
   score_fn: Callable[[dict[int, jax.Array]], np.ndarray],
   resource_fn: Any,
   progress: bool,
-) -> EvolutionResult:
-  """``loop.run``, with a progress bar over the generations when ``progress``."""
+  checkpointer: Checkpointer | None = None,
+) -> tuple[EvolutionResult, EvolutionState]:
+  """``loop.run_stepwise`` (checkpointed every generation, resumed), with a progress bar when ``progress``."""
+  driver = None if checkpointer is None else functools.partial(resumable_loop, checkpointer=checkpointer)
   if not progress:
-    return loop.run(key, mutator, score_fn, resource_fn)
+    return loop.run_stepwise(
+      key, mutator, score_fn, resource_fn, driver=driver, compiler_options=_SEARCH_COMPILER_OPTIONS
+    )
   from tqdm.auto import tqdm
 
   with tqdm(total=loop.max_epochs, desc="evolution search", unit="gen") as bar:
 
     def on_generation(record: Mapping[str, Any]) -> None:
-      bar.update(1)
+      bar.n = record["epoch"] + 1  # a resumed search starts past the generations it restored
       bar.set_postfix(best=f"{record['best_score']:.4f}", pool=record["pool_size"])
 
-    return loop.run(key, mutator, score_fn, resource_fn, on_generation=on_generation)
+    return loop.run_stepwise(
+      key,
+      mutator,
+      score_fn,
+      resource_fn,
+      on_generation=on_generation,
+      driver=driver,
+      compiler_options=_SEARCH_COMPILER_OPTIONS,
+    )
 
 
 def train_supernet(
@@ -414,12 +454,20 @@ def train_supernet(
   key: PRNGKey,
   progress: bool = False,
   batches: Batches = iterate_batches,
+  *,
+  checkpointer: Checkpointer | None = None,
+  on_nonfinite: str = "raise",
+  place_batch: PlaceBatch | None = None,
 ) -> tuple[TrainState, list[dict[str, float]]]:
   """Runs SPOS supernet training for ``epochs``; returns the state and a log.
 
   Every step trains one uniformly sampled subnet
   (:func:`~jaxmutate.algorithms.make_spos_train_step`) in the shared
-  :func:`~jaxmutate.runners.train_loop` (``keys="split"``).
+  :func:`~jaxmutate.runners.train_loop` (``keys="split"``), which also
+  checkpoints and resumes (``checkpointer``), splits batches over devices
+  (``place_batch``) and checks the loss (``on_nonfinite``; a
+  :class:`~jaxmutate.errors.NonFiniteLossError` names the step and the
+  subnet it trained, in ``{mutable name: choice}`` form).
 
   Returns:
     ``(state, log)``: ``log[e]`` is ``{"epoch", "loss", "accuracy"}``, the
@@ -441,6 +489,11 @@ def train_supernet(
     (4, [['accuracy', 'epoch', 'loss'], ['accuracy', 'epoch', 'loss']])
   """
   step = make_spos_train_step(model, mutator, optimizer)
+
+  def subnet(step_key: PRNGKey) -> dict[str, Any]:
+    exported = mutator.export_fix_subnet(jax.device_get(mutator.sample_choices(step_key)))
+    return {name: entry["chosen"] for name, entry in exported.items()}
+
   return train_loop(
     step,
     state,
@@ -452,6 +505,10 @@ def train_supernet(
     metrics=_LOGGED,
     progress=progress,
     desc="train supernet",
+    checkpointer=checkpointer,
+    on_nonfinite=on_nonfinite,
+    describe_step=subnet,
+    place_batch=place_batch,
   )
 
 
@@ -463,6 +520,10 @@ def retrain_subnet(
   key: PRNGKey,
   progress: bool = False,
   batches: Batches = iterate_batches,
+  *,
+  checkpointer: Checkpointer | None = None,
+  place_batch: PlaceBatch | None = None,
+  replicate: Callable[[Any], Any] | None = None,
 ) -> dict[str, Any]:
   """Trains a fixed subnet from scratch and reports its test accuracy.
 
@@ -474,10 +535,14 @@ def retrain_subnet(
     model: the supernet.
     choices: the subnet (``mutator.set_choices(group_choices)``), concrete.
     data: the data set (trains on ``train``, reports on ``test``).
-    retrain_cfg: ``epochs``, ``batch_size``, ``optimizer`` (an optax config).
+    retrain_cfg: ``epochs``, ``batch_size``, ``optimizer`` (an optax config),
+      optionally ``on_nonfinite`` (``"raise"`` or ``"skip"``).
     key: PRNG key, split into the init and the training keys.
     progress: show a progress bar.
     batches: the batch iterator.
+    checkpointer: checkpoints and resumes the training loop.
+    place_batch: puts each batch on the devices (data parallelism).
+    replicate: puts the initial state on the devices (with ``place_batch``).
 
   Returns:
     ``{"epochs", "test_accuracy", "log"}`` (``log`` as :func:`train_supernet`'s).
@@ -499,6 +564,8 @@ def retrain_subnet(
   optimizer = build_optimizer(retrain_cfg["optimizer"])
   sample = jnp.asarray(data.train.images[: retrain_cfg["batch_size"]])
   state, _ = init_train_state(model, optimizer, init_key, sample)
+  if replicate is not None:
+    state = replicate(state)
   step = make_fixed_subnet_train_step(model, choices, optimizer)
   state, log = train_loop(
     lambda s, x, y, k: step(s, x, y),
@@ -511,6 +578,10 @@ def retrain_subnet(
     metrics=_LOGGED,
     progress=progress,
     desc="train subnet",
+    checkpointer=checkpointer,
+    on_nonfinite=retrain_cfg.get("on_nonfinite", "raise"),
+    describe_step=lambda _: {k: np.asarray(v).tolist() for k, v in choices.items()},
+    place_batch=place_batch,
   )
   static_choices = {k: np.asarray(v) for k, v in choices.items()}
   test_accuracy = float(
@@ -526,4 +597,75 @@ def retrain_subnet(
   return {"epochs": retrain_cfg["epochs"], "test_accuracy": test_accuracy, "log": log}
 
 
-__all__ = ["SPOS", "compare_with_random", "retrain_subnet", "train_supernet"]
+def make_sharded_population_scorer(
+  model: nn.Module,
+  mutator: ModuleMutator,
+  calibration_images: jax.Array | None,
+  images: jax.Array,
+  labels: jax.Array,
+  mesh: Any = None,
+  chunk_size: int = 25,
+) -> Callable[[TrainState, dict[int, jax.Array]], np.ndarray]:
+  """:func:`~jaxmutate.algorithms.make_population_scorer` with each chunk split over a mesh's ``population`` axis.
+
+  Without a mesh it is ``make_population_scorer`` itself. With one, the
+  chunk size is rounded up to a multiple of the ``population`` axis, each
+  chunk (the last padded with copies of the last subnet) is placed with
+  :func:`~jaxmutate.sharding.shard_population` and the state and data are
+  replicated, so every device rates its own slice of the population in the
+  same compiled ``vmap``: each subnet gets the same score as on one device
+  (up to float reassociation).
+
+  Returns:
+    ``score(state, population) -> accuracies [P]`` (a NumPy array).
+
+  Raises:
+    ConfigError: ``chunk_size`` < 1.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> import jaxmutate as jm
+    >>> from jaxmutate.algorithms import init_train_state
+    >>> from jaxmutate.runners.spos import make_sharded_population_scorer
+    >>> from jaxmutate.sharding import make_mesh
+    >>> net = jm.SearchableMLP(num_classes=2, width=4, num_layers=1)
+    >>> x, y = jnp.ones((4, 3)), jnp.array([0, 1, 0, 1])
+    >>> state, variables = init_train_state(net, optax.sgd(0.1), jax.random.key(0), x)
+    >>> mutator = jm.OneShotModuleMutator().prepare_from_supernet(variables)
+    >>> score = make_sharded_population_scorer(net, mutator, None, x, y, make_mesh(population=1), chunk_size=2)
+    >>> score(state, {0: jnp.array([0, 1, 3], jnp.int32)}).shape
+    (3,)
+  """
+  if mesh is None:
+    return make_population_scorer(model, mutator, calibration_images, images, labels, chunk_size)
+  if not isinstance(chunk_size, int) or chunk_size < 1:
+    raise ConfigError(f"make_sharded_population_scorer: chunk_size must be an int >= 1, got {chunk_size!r}.")
+  ways = mesh.shape["population"]
+  chunk = -(-chunk_size // ways) * ways
+  calibration = None if calibration_images is None else replicate(mesh, calibration_images)
+  images, labels = replicate(mesh, (images, labels))
+
+  def score_one(state: TrainState, group_choices: GroupChoices, images, labels, calibration) -> jax.Array:
+    choices = mutator.set_choices(group_choices)
+    batch_stats = state.batch_stats
+    if calibration is not None:
+      batch_stats = recalibrate_batch_stats(model, state.params, batch_stats, choices, calibration)
+    return evaluate_accuracy(model, state.params, batch_stats, choices, images, labels)
+
+  score_chunk = jax.jit(jax.vmap(score_one, in_axes=(None, 0, None, None, None)))
+
+  def score(state: TrainState, population: dict[int, jax.Array]) -> np.ndarray:
+    state = replicate(mesh, state)
+    size = int(next(iter(population.values())).shape[0])
+    scores = []
+    for start in range(0, size, chunk):
+      part = {g: np.asarray(v)[start : start + chunk] for g, v in population.items()}
+      padded, count = pad_population(part, chunk)
+      rated = score_chunk(state, shard_population(mesh, padded), images, labels, calibration)
+      scores.append(np.asarray(rated)[:count])
+    return np.concatenate(scores)
+
+  return score
+
+
+__all__ = ["SPOS", "compare_with_random", "make_sharded_population_scorer", "retrain_subnet", "train_supernet"]

@@ -9,6 +9,7 @@ explicit PRNG keys.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -16,9 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmutate.errors import ConfigError, ConfigKeyError, SearchError
+from jaxmutate.errors import ConfigError, ConfigKeyError, SearchError, ShardingError
 from jaxmutate.mutators import ModuleMutator
 from jaxmutate.registry import MODELS
+from jaxmutate.search._population import _as_range, make_constraint
+from jaxmutate.search._strategies import EvolutionState, Strategy, evolution, make_search_fn
+from jaxmutate.sharding import POPULATION_AXIS
 from jaxmutate.typing import GroupChoices, PRNGKey
 
 Population = dict[int, jax.Array]
@@ -27,6 +31,9 @@ ScoreFunction = Callable[[Population], Any]
 """Rates a population: returns scores of shape ``[P]`` (higher is better)."""
 ResourceFunction = Callable[[Population], Mapping[str, Any]]
 """Estimates resources of a population: ``{name: array[P]}``."""
+SearchDriver = Callable[[Callable[[int, Any], Any], Any, int], tuple[Any, Any]]
+"""``driver(step, state, num_steps) -> (state, resumed_from)``: runs ``state = step(i, state)`` for each generation
+(e.g. :func:`jaxmutate.runners.checkpoint.resumable_loop` with a checkpointer)."""
 
 
 def population_size(population: Population) -> int:
@@ -93,16 +100,6 @@ def _mix(key: PRNGKey, first: Population, second: Population, prob: float) -> Po
   return mixed
 
 
-def _as_range(name: str, bounds: Any) -> tuple[float, float]:
-  if isinstance(bounds, (int, float)):
-    return 0.0, float(bounds)
-  if isinstance(bounds, (tuple, list)) and len(bounds) == 2 and all(isinstance(b, (int, float)) for b in bounds):
-    return float(bounds[0]), float(bounds[1])
-  raise ConfigError(
-    f"constraints_range[{name!r}] must be a number (upper bound) or a (low, high) pair, got {bounds!r}."
-  )
-
-
 def admissible(
   population: Population, resource_fn: ResourceFunction | None, constraints_range: Mapping[str, Any] | None
 ) -> np.ndarray:
@@ -161,7 +158,15 @@ class EvolutionSearchLoop:
   Candidates outside ``constraints_range`` are rejected; each generator stops
   after ``max_attempts_factor`` × its target number of draws, so a pool can be
   short (as in MMRazor). Duplicates are dropped and scores are cached, so no
-  subnet is rated twice.
+  subnet is rated twice. A non-finite (NaN or ±inf) score never ranks: such
+  a subnet stays out of the top-k and is counted in
+  :attr:`EvolutionResult.num_nonfinite`; when every subnet of the first pool
+  scores non-finite there is nothing to breed from (a ``SearchError``).
+
+  :meth:`run` drives the search from the host with any score function;
+  :meth:`run_on_device` runs the same search, with the same result, as one
+  compiled ``lax.scan`` when the score and resource functions are jittable
+  (:meth:`as_strategy` gives the :class:`~jaxmutate.search.Strategy`).
 
   Attributes:
     max_epochs: generations.
@@ -268,7 +273,8 @@ class EvolutionSearchLoop:
       An :class:`EvolutionResult`.
 
     Raises:
-      RuntimeError: no candidate satisfies the constraints.
+      SearchError: (a ``RuntimeError``) no candidate satisfies the
+        constraints, or every subnet of the first pool scored non-finite.
     """
     sample_population = jax.jit(lambda k, n: jax.vmap(mutator.sample_choices)(jax.random.split(k, n)), static_argnums=1)
 
@@ -288,12 +294,19 @@ class EvolutionSearchLoop:
       identities = member_keys(pool)
       fresh = [i for i, identity in enumerate(identities) if identity not in scores]
       if fresh:
-        fresh_scores = np.asarray(score_fn(take(pool, np.asarray(fresh, np.int32))), np.float64)
+        fresh_scores = np.asarray(score_fn(take(pool, np.asarray(fresh, np.int32))), np.float64).reshape(-1)
         for i, s in zip(fresh, fresh_scores):
           scores[identities[i]] = float(s)
       merged = unique(concatenate([pool, top]))
       merged_ids = member_keys(merged)
-      order = sorted(range(len(merged_ids)), key=lambda i: -scores[merged_ids[i]])
+      # A NaN/inf score never ranks: it is cached (not rated again) and counted, but kept out of the top-k.
+      rankable = [i for i in range(len(merged_ids)) if np.isfinite(scores[merged_ids[i]])]
+      order = sorted(rankable, key=lambda i: -scores[merged_ids[i]])
+      if not order:
+        raise SearchError(
+          f"EvolutionSearchLoop: every one of the {len(scores)} subnets rated so far scored non-finite "
+          "(NaN or inf); there is nothing to breed from. Check the score function (a diverged supernet?)."
+        )
       top = take(merged, np.asarray(order[: self.top_k], np.int32))
       top_scores = [scores[i] for i in member_keys(top)]
       history.append(
@@ -329,9 +342,394 @@ class EvolutionSearchLoop:
       if not pool or population_size(pool) == 0:
         pool = top
     best = member(top, 0)
+    num_nonfinite = sum(1 for s in scores.values() if not np.isfinite(s))
     return EvolutionResult(
-      best, scores[member_keys(top)[0]], top, [scores[i] for i in member_keys(top)], history, len(scores)
+      best,
+      scores[member_keys(top)[0]],
+      top,
+      [scores[i] for i in member_keys(top)],
+      history,
+      len(scores),
+      num_nonfinite,
     )
+
+  def run_stepwise(
+    self,
+    key: PRNGKey,
+    mutator: ModuleMutator,
+    score_fn: ScoreFunction,
+    resource_fn: ResourceFunction | None = None,
+    on_generation: Callable[[dict[str, Any]], None] | None = None,
+    driver: SearchDriver | None = None,
+    compiler_options: Mapping[str, Any] | None = None,
+  ) -> tuple[EvolutionResult, EvolutionState]:
+    """Runs the search one generation at a time from a pure state that can be saved and resumed; :meth:`run`'s result.
+
+    The strategy of :meth:`as_strategy` breeds and ranks (jitted ``ask`` and
+    ``tell``) and ``score_fn`` rates, on the host, only the subnets not rated
+    before (in pool order, as :meth:`run` rates them), so any scorer works
+    (a chunked, sharded one included). Each generation is
+    ``step(i, (state, history)) -> (state, history)`` over a fixed-shape
+    pytree (the :class:`~jaxmutate.search.EvolutionState`, with its key,
+    population, archive of every score, and the per-generation reports so
+    far), so a ``driver`` such as
+    :func:`~jaxmutate.runners.checkpoint.resumable_loop` can checkpoint it
+    after any generation and resume it later: the resumed search ends with
+    the bits of one never interrupted.
+
+    Args:
+      key: PRNG key; the run is a deterministic function of it.
+      mutator: a prepared mutator.
+      score_fn: rates a stacked population, returning ``[P]`` scores (any
+        Python function; it is called with the new subnets only).
+      resource_fn: a *jittable* ``population -> {name: [P]}`` (e.g. a
+        :class:`~jaxmutate.resources.ResourceTable`); needed with
+        ``constraints_range``.
+      on_generation: called after each generation run here (not the ones a
+        resumed driver skipped) with its record, as in :meth:`run`.
+      driver: ``driver(step, state, num_steps) -> (state, resumed_from)``;
+        ``None``: a plain loop over the generations.
+      compiler_options: passed to ``jax.jit`` of ``ask`` and ``tell`` (their
+        kernels are small: ``{"xla_backend_optimization_level": 0}`` halves
+        their compile time on CPU).
+
+    Returns:
+      ``(result, state)``: the :class:`EvolutionResult` (equal to
+      :meth:`run`'s from the same key for a deterministic scorer) and the
+      final state (:meth:`rated` lists what it rated).
+
+    Raises:
+      SearchError: no random subnet meets the constraints within the attempt
+        cap, or every subnet of the first pool scored non-finite (raised
+        after the first generation).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import jaxmutate as jm
+      >>> net = jm.models.SearchableMLP(num_classes=2, width=4, num_layers=3)
+      >>> mutator = jm.OneShotModuleMutator().prepare_from_supernet(net.init(jax.random.key(0), jnp.ones((1, 3)), None))
+      >>> score = lambda population: sum(v for v in population.values()).astype(jnp.float32)
+      >>> loop = jm.EvolutionSearchLoop(max_epochs=3, num_candidates=8, top_k=4, num_mutation=4, num_crossover=4)
+      >>> result, state = loop.run_stepwise(jax.random.key(1), mutator, score)
+      >>> result.history == loop.run(jax.random.key(1), mutator, score).history, int(state.num_archived) > 8
+      (True, True)
+    """
+    # A resource function is keyed by identity (a ResourceTable holds dicts, unhashable): the same table, the
+    # same compiled ask and tell, so a resumed search in the same process compiles nothing.
+    args = (_settings(self), mutator, _ByIdentity(resource_fn), tuple(sorted((compiler_options or {}).items())))
+    try:
+      strategy, ask, tell = _cached_stepwise(*args)
+    except TypeError:  # something else unhashable: compile afresh
+      strategy, ask, tell = _stepwise(*args)
+    start = strategy.init(key)
+    shapes = jax.eval_shape(strategy.report, start)
+    history = {name: jnp.zeros((self.max_epochs, *s.shape), s.dtype) for name, s in shapes.items()}
+
+    def step(i: int, carry: tuple[EvolutionState, Any]) -> tuple[EvolutionState, Any]:
+      population, state = ask(carry[0])
+      fresh = np.flatnonzero(np.asarray(state.to_score))
+      scores = np.full(strategy.population_size, np.nan, np.float32)
+      if fresh.size:
+        scores[fresh] = np.asarray(score_fn(take(population, fresh.astype(np.int32))), np.float32).reshape(-1)
+      carry = tell((state, carry[1]), jnp.int32(i), population, jnp.asarray(scores))
+      records = jax.device_get(carry[1])
+      if i == 0:
+        self._check_first_generation(records)
+      if on_generation is not None:
+        on_generation(_record(records, i))
+      return carry
+
+    run = driver if driver is not None else _plain_loop
+    (state, history), _ = run(step, (start, history), self.max_epochs)
+    return self.result_of(state, history), state
+
+  def rated(self, state: EvolutionState) -> tuple[Population, np.ndarray]:
+    """Every distinct subnet a search rated, in rating order, and its score (from its state's archive).
+
+    Args:
+      state: an :class:`~jaxmutate.search.EvolutionState` (of :meth:`run_stepwise`, or a device search).
+
+    Returns:
+      ``(population, scores)``: ``{group: [N, ...]}`` and float32 ``[N]``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import jaxmutate as jm
+      >>> net = jm.models.SearchableMLP(num_classes=2, width=4, num_layers=3)
+      >>> mutator = jm.OneShotModuleMutator().prepare_from_supernet(net.init(jax.random.key(0), jnp.ones((1, 3)), None))
+      >>> score = lambda population: population[0].astype(jnp.float32)
+      >>> loop = jm.EvolutionSearchLoop(max_epochs=2, num_candidates=4, top_k=2, num_mutation=2, num_crossover=2)
+      >>> result, state = loop.run_stepwise(jax.random.key(1), mutator, score)
+      >>> population, scores = loop.rated(state)
+      >>> len(scores) == result.num_evaluated, bool((scores == population[0]).all())
+      (True, True)
+    """
+    state = jax.device_get(state)
+    count = int(state.num_archived)
+    archive = np.asarray(state.archive)[:count]
+    population, column = {}, 0
+    for g in sorted(state.top):
+      like = np.asarray(state.top[g])
+      width = int(np.prod(like.shape[1:], dtype=np.int64))
+      population[g] = archive[:, column : column + width].reshape((count, *like.shape[1:])).astype(like.dtype)
+      column += width
+    return population, np.asarray(state.archive_scores)[:count]
+
+  def _check_first_generation(self, history: Mapping[str, Any]) -> None:
+    if int(history["num_valid"][0]) == 0:
+      raise SearchError(
+        f"No random subnet out of {self.num_candidates * self.max_attempts_factor} satisfies constraints_range {dict(self.constraints_range or {})}."
+      )
+    if not np.isfinite(history["best_score"][0]):
+      raise SearchError(
+        f"EvolutionSearchLoop: every one of the {int(history['num_rated'][0])} subnets of the first pool scored "
+        "non-finite (NaN or inf); there is nothing to breed from. Check the score function (a diverged supernet?)."
+      )
+
+  def as_strategy(self, mutator: ModuleMutator, resource_fn: ResourceFunction | None = None) -> Strategy:
+    """These settings as an on-device :class:`~jaxmutate.search.Strategy` (:func:`~jaxmutate.search.evolution`).
+
+    Args:
+      mutator: a prepared mutator.
+      resource_fn: a *jittable* ``population -> {name: [P]}`` (e.g. a
+        :class:`~jaxmutate.resources.ResourceTable`); needed with
+        ``constraints_range``.
+
+    Returns:
+      A :class:`~jaxmutate.search.Strategy` that makes the same choices as
+      :meth:`run`, draw for draw.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import jaxmutate as jm
+      >>> net = jm.models.SearchableMLP(num_classes=2, width=4, num_layers=3)
+      >>> mutator = jm.OneShotModuleMutator().prepare_from_supernet(net.init(jax.random.key(0), jnp.ones((1, 3)), None))
+      >>> jm.EvolutionSearchLoop(num_candidates=20, top_k=5).as_strategy(mutator).population_size
+      50
+    """
+    return evolution(
+      mutator,
+      self.max_epochs,
+      num_candidates=self.num_candidates,
+      top_k=self.top_k,
+      num_mutation=self.num_mutation,
+      num_crossover=self.num_crossover,
+      mutate_prob=self.mutate_prob,
+      crossover_prob=self.crossover_prob,
+      constraint=make_constraint(resource_fn, self.constraints_range),
+      max_attempts_factor=self.max_attempts_factor,
+    )
+
+  def run_on_device(
+    self,
+    key: PRNGKey,
+    mutator: ModuleMutator,
+    score_fn: Callable[..., Any],
+    resource_fn: ResourceFunction | None = None,
+    score_args: tuple[Any, ...] = (),
+    compiler_options: Mapping[str, Any] | None = None,
+    chunk_size: int | None = None,
+    mesh: Any = None,
+  ) -> EvolutionResult:
+    """Runs the search as one jitted ``lax.scan`` over generations; the same result as :meth:`run`.
+
+    Sampling, constraint checks, de-duplication, the score cache, top-k and
+    breeding all run inside one compiled program (static shapes: oversample
+    and mask); only the result comes back to the host. From the same key
+    and a deterministic score function, the result equals :meth:`run`'s
+    (choices, scores, history, ``num_evaluated``, ``num_nonfinite``).
+
+    Args:
+      key: PRNG key.
+      mutator: a prepared mutator.
+      score_fn: a *jittable* ``(population, *score_args) -> [P]`` (e.g. a
+        ``vmap`` over subnets); it rates every slot of the pool, padding
+        included, so it must not fail on repeated subnets.
+      resource_fn: a *jittable* ``population -> {name: [P]}``; needed with
+        ``constraints_range``.
+      score_args: extra arguments of ``score_fn`` (weights, data): program
+        arguments rather than constants.
+      compiler_options: passed to ``jax.jit`` (see
+        :func:`~jaxmutate.search.make_search_fn`).
+      chunk_size: rate only the subnets not rated before, ``chunk_size`` at
+        a time, skipping empty chunks (for an expensive scorer such as
+        BatchNorm recalibration plus validation; see
+        :func:`~jaxmutate.search.make_generation_step`). ``None`` rates every
+        slot of the pool every generation.
+      mesh: a :func:`~jaxmutate.sharding.make_mesh` mesh: each population
+        handed to ``score_fn`` is split over its ``population`` axis (a
+        sharding constraint inside the compiled search, so every device rates
+        its slice in the same program); the result equals one device's up to
+        float reassociation inside ``score_fn``. Its ``population`` axis must
+        divide what ``score_fn`` rates at once (``chunk_size``, else the
+        strategy's ``population_size``).
+
+    The compiled search is cached per (settings, mutator, score function,
+    resource function, options) when they are hashable: a second call with
+    another key or other ``score_args`` compiles nothing.
+
+    Returns:
+      An :class:`EvolutionResult`.
+
+    Raises:
+      SearchError: no random subnet meets the constraints within the attempt
+        cap, or every subnet of the first pool scored non-finite.
+      ShardingError: the mesh's ``population`` axis does not divide what
+        ``score_fn`` rates at once.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import jaxmutate as jm
+      >>> net = jm.models.SearchableMLP(num_classes=2, width=4, num_layers=3)
+      >>> mutator = jm.OneShotModuleMutator().prepare_from_supernet(net.init(jax.random.key(0), jnp.ones((1, 3)), None))
+      >>> score = lambda population: sum(v for v in population.values()).astype(jnp.float32)
+      >>> loop = jm.EvolutionSearchLoop(max_epochs=2, num_candidates=4, top_k=2, num_mutation=2, num_crossover=2)
+      >>> result = loop.run_on_device(jax.random.key(1), mutator, score)
+      >>> len(result.history), result.top_k_scores == sorted(result.top_k_scores, reverse=True), result.num_nonfinite
+      (2, True, 0)
+    """
+    options = tuple(sorted((compiler_options or {}).items()))
+    args = (_settings(self), mutator, score_fn, resource_fn, options, chunk_size, mesh)
+    try:
+      search = _cached_device_search(*args)
+    except TypeError:  # something unhashable (e.g. a ResourceTable holds dicts): compile afresh
+      search = _device_search(*args)
+    return self.result_of(*search(key, *score_args))
+
+  def result_of(self, state: Any, history: Mapping[str, Any]) -> EvolutionResult:
+    """The :class:`EvolutionResult` of a finished on-device search (``make_search_fn(loop.as_strategy(...))``).
+
+    ``loop.run_on_device(...)`` is ``loop.result_of(*make_search_fn(loop.as_strategy(mutator, resource_fn),
+    score_fn, loop.max_epochs)(key, *score_args))``; call the pieces yourself to keep the compiled search, or to
+    save its state between generations (:func:`~jaxmutate.search.make_generation_step`).
+
+    Args:
+      state: the final :class:`~jaxmutate.search.EvolutionState`.
+      history: the stacked per-generation reports.
+
+    Returns:
+      An :class:`EvolutionResult`, as :meth:`run` returns it.
+
+    Raises:
+      SearchError: the first pool was empty (constraints) or all non-finite.
+    """
+    state, history = jax.device_get((state, history))
+    self._check_first_generation(history)
+    num_top = int(state.num_top)
+    top = {g: jnp.asarray(v[:num_top]) for g, v in state.top.items()}
+    top_scores = [float(s) for s in np.asarray(state.top_scores[:num_top])]
+    records = [_record(history, e) for e in range(self.max_epochs)]
+    return EvolutionResult(
+      member(top, 0), top_scores[0], top, top_scores, records, int(state.num_archived), int(state.stats.num_nonfinite)
+    )
+
+
+def _settings(loop: EvolutionSearchLoop) -> tuple[tuple[str, Any], ...]:
+  settings = dataclasses.asdict(loop)
+  ranges = settings.pop("constraints_range") or {}
+  frozen = tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in ranges.items()))
+  return tuple(sorted(settings.items())) + (("constraints_range", frozen),)
+
+
+def _device_search(
+  settings: tuple[tuple[str, Any], ...],
+  mutator: ModuleMutator,
+  score_fn: Callable[..., Any],
+  resource_fn: ResourceFunction | None,
+  options: tuple[tuple[str, Any], ...],
+  chunk_size: int | None = None,
+  mesh: Any = None,
+) -> Callable[..., Any]:
+  fields = dict(settings)
+  fields["constraints_range"] = dict(fields["constraints_range"]) or None
+  loop = EvolutionSearchLoop(**fields)
+  strategy = loop.as_strategy(mutator, resource_fn)
+  if mesh is not None:
+    score_fn = _population_sharded(score_fn, mesh, chunk_size or strategy.population_size)
+  return make_search_fn(
+    strategy, score_fn, loop.max_epochs, compiler_options=dict(options) or None, chunk_size=chunk_size
+  )
+
+
+_cached_device_search = functools.lru_cache(maxsize=16)(_device_search)
+
+
+class _ByIdentity:
+  """Hashes and compares a value by identity (a cache key for an unhashable but fixed object)."""
+
+  def __init__(self, value: Any):
+    self.value = value
+
+  def __hash__(self) -> int:
+    return id(self.value)
+
+  def __eq__(self, other: object) -> bool:
+    return isinstance(other, _ByIdentity) and other.value is self.value
+
+
+def _stepwise(
+  settings: tuple[tuple[str, Any], ...],
+  mutator: ModuleMutator,
+  resource_fn: _ByIdentity,
+  options: tuple[tuple[str, Any], ...],
+) -> tuple[Strategy, Callable[..., Any], Callable[..., Any]]:
+  """The strategy of :meth:`EvolutionSearchLoop.run_stepwise` and its jitted ask and tell (with the history write)."""
+  fields = dict(settings)
+  fields["constraints_range"] = dict(fields["constraints_range"]) or None
+  strategy = EvolutionSearchLoop(**fields).as_strategy(mutator, resource_fn.value)
+  jit = functools.partial(jax.jit, compiler_options=dict(options) or None)
+
+  def tell(carry: tuple[EvolutionState, Any], i: jax.Array, population: Population, scores: jax.Array) -> Any:
+    state, history = carry
+    state = strategy.tell(state, population, scores)
+    report = strategy.report(state)
+    return state, jax.tree.map(lambda h, r: h.at[i].set(r), history, report)
+
+  return strategy, jit(strategy.ask), jit(tell)
+
+
+_cached_stepwise = functools.lru_cache(maxsize=16)(_stepwise)
+
+
+def _population_sharded(score_fn: Callable[..., Any], mesh: Any, size: int) -> Callable[..., Any]:
+  """``score_fn`` with its population split over the mesh's population axis (inside the compiled search)."""
+  ways = int(mesh.shape[POPULATION_AXIS])
+  if size % ways:
+    raise ShardingError(
+      f"run_on_device: the mesh's {POPULATION_AXIS!r} axis ({ways} devices) does not divide the {size} subnets "
+      "rated at once (chunk_size, else max(num_candidates, num_mutation + num_crossover)); use a multiple of "
+      f"{ways} or another mesh."
+    )
+
+  def constrain(leaf: jax.Array) -> jax.Array:
+    spec = jax.sharding.PartitionSpec(POPULATION_AXIS, *([None] * (leaf.ndim - 1)))
+    return jax.lax.with_sharding_constraint(leaf, jax.sharding.NamedSharding(mesh, spec))
+
+  def score(population: Population, *score_args: Any) -> Any:
+    return score_fn({g: constrain(v) for g, v in population.items()}, *score_args)
+
+  return score
+
+
+def _plain_loop(step: Callable[[int, Any], Any], state: Any, num_steps: int) -> tuple[Any, None]:
+  for i in range(num_steps):
+    state = step(i, state)
+  return state, None
+
+
+def _record(history: Mapping[str, np.ndarray], epoch: int) -> dict[str, Any]:
+  """Generation ``epoch``'s history record, as :meth:`EvolutionSearchLoop.run` writes it."""
+  return {
+    "epoch": int(history["generation"][epoch]),
+    "pool_size": int(history["pool_size"][epoch]),
+    "best_score": float(history["best_score"][epoch]),
+    "top_k_mean": float(np.mean(_top_scores_at(history, epoch))),
+  }
+
+
+def _top_scores_at(history: Mapping[str, np.ndarray], epoch: int) -> list[float]:
+  # The host loop averages Python floats (float64): average the same values here.
+  return [float(s) for s in history["top_scores"][epoch][: int(history["num_top"][epoch])]]
 
 
 class EvolutionResult(NamedTuple):
@@ -344,6 +742,8 @@ class EvolutionResult(NamedTuple):
     top_k_scores: their scores.
     history: per-epoch ``{epoch, pool_size, best_score, top_k_mean}``.
     num_evaluated: distinct subnets rated.
+    num_nonfinite: of those, how many scored NaN or ±inf (never ranked,
+      never in the top-k).
 
   Example:
     >>> import jax.numpy as jnp
@@ -360,3 +760,4 @@ class EvolutionResult(NamedTuple):
   top_k_scores: list[float]
   history: list[dict[str, Any]]
   num_evaluated: int
+  num_nonfinite: int = 0

@@ -155,8 +155,8 @@ def test_config_errors(variables):
     jm.OneShotChannelMutator(channel_unit_cfg=dict(type="OneShotMutableChannelUnit", default_args=dict(divisr=8)))
   with pytest.raises(ConfigTypeError, match="manages OneShotMutableChannelUnit"):
     jm.OneShotChannelMutator(channel_unit_cfg="SequentialMutableChannelUnit")
-  with pytest.raises(ConfigError, match="ChannelAnalyzer"):
-    jm.ChannelMutator(parse_cfg=dict(type="ChannelAnalyzer", demo_input=(1, 3, 8, 8)))
+  with pytest.raises(ConfigError, match="ChannelAnalyzer' needs the model"):
+    jm.ChannelMutator(parse_cfg=dict(type="ChannelAnalyzer", demo_input=(1, 8, 8, 3))).prepare_from_supernet(variables)
   with pytest.raises(ConfigError, match="unknown type"):
     jm.ChannelMutator(parse_cfg=dict(type="Tracer"))
   with pytest.raises(SearchSpaceError, match="divisor"):
