@@ -445,7 +445,21 @@ def fit_resource_table(
   return ResourceTable(names, base, deltas, pairs if any(pairs.values()) else None)
 
 
-def _index_groups(mutator: ModuleMutator, fixed: Mapping[int, Any], where: str) -> dict[int, int]:
+def index_group_sizes(mutator: ModuleMutator, fixed: Mapping[int, Any], where: str) -> dict[int, int]:
+  """``{group: number of choices}`` of the groups a cost table indexes: all but ``fixed``, which must hold the routes.
+
+  Raises:
+    SearchSpaceError: ``fixed`` names an unknown group, or a route group is not in ``fixed`` (``where`` names the caller).
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> import jaxmutate as jm
+    >>> net = jm.models.SearchableConvNet(width=4, num_layers=2)
+    >>> variables = jm.init_supernet(net, jax.random.key(0), jnp.ones((1, 8, 8, 1)))
+    >>> mutator = jm.OneShotModuleMutator().prepare_from_supernet(variables)
+    >>> jm.resources.index_group_sizes(mutator, {}, "my table")
+    {0: 4, 1: 4}
+  """
   unknown = [g for g in fixed if g not in mutator.search_groups]
   if unknown:
     raise SearchSpaceError(
@@ -507,7 +521,7 @@ def build_resource_table(
     (['flops', 'params'], (4,), None)
   """
   fixed = dict(fixed or {})
-  sizes = _index_groups(mutator, fixed, "build_resource_table")
+  sizes = index_group_sizes(mutator, fixed, "build_resource_table")
   if interactions is None:
     ops_only = all(isinstance(mutator.group_space(g), (IndexSpace, LogitSpace)) for g in sizes)
     interactions = "none" if ops_only else "auto"
@@ -562,4 +576,5 @@ __all__ = [
   "dynamic_cost_fn",
   "estimate_resources",
   "fit_resource_table",
+  "index_group_sizes",
 ]

@@ -1,22 +1,6 @@
 """Writes notebooks/pruning.ipynb (run: python notebooks/_make_pruning.py [--execute])."""
 
-import argparse
-import pathlib
-import textwrap
-
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-
-def md(text: str) -> nbformat.NotebookNode:
-  """A markdown cell from an indented triple-quoted string."""
-  return new_markdown_cell(textwrap.dedent(text).strip())
-
-
-def code(text: str) -> nbformat.NotebookNode:
-  """A code cell from an indented triple-quoted string (the cells use the project's 2-space indent)."""
-  return new_code_cell(textwrap.dedent(text).strip())
-
+from _notebook import code, md, write_notebook
 
 CELLS = [
   md(
@@ -333,28 +317,5 @@ CELLS = [
 ]
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser()
-  parser.add_argument("--execute", action="store_true", help="run it once with nbclient (stores the outputs)")
-  args = parser.parse_args()
-  path = pathlib.Path(__file__).with_name("pruning.ipynb")
-  kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
-  notebook = new_notebook(cells=CELLS, metadata={"kernelspec": kernelspec})
-  if args.execute:
-    import tempfile
-    import time
-
-    import nbclient
-
-    start = time.perf_counter()
-    # A fresh temporary working directory, as the tests run it.
-    with tempfile.TemporaryDirectory() as cwd:
-      nbclient.NotebookClient(
-        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": cwd}}
-      ).execute()
-    print(f"executed in {time.perf_counter() - start:.1f} s")
-  nbformat.write(notebook, path)
-
-
 if __name__ == "__main__":
-  main()
+  write_notebook(CELLS, "pruning.ipynb")

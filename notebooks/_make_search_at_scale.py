@@ -1,10 +1,6 @@
 """Writes notebooks/search_at_scale.ipynb (run: python notebooks/_make_search_at_scale.py [--execute])."""
 
-import argparse
-import pathlib
-
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from _notebook import new_code_cell, new_markdown_cell, write_notebook
 
 CELLS = [
   new_markdown_cell(
@@ -150,26 +146,5 @@ CELLS = [
 ]
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser()
-  parser.add_argument("--execute", action="store_true", help="run it once with nbclient (stores the outputs)")
-  args = parser.parse_args()
-  path = pathlib.Path(__file__).with_name("search_at_scale.ipynb")
-  metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
-  notebook = new_notebook(cells=CELLS, metadata=metadata)
-  if args.execute:
-    import time
-
-    import nbclient
-
-    start = time.perf_counter()
-    client = nbclient.NotebookClient(
-      notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
-    )
-    client.execute()
-    print(f"executed in {time.perf_counter() - start:.1f} s")
-  nbformat.write(notebook, path)
-
-
 if __name__ == "__main__":
-  main()
+  write_notebook(CELLS, "search_at_scale.ipynb")

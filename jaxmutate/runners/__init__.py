@@ -18,6 +18,7 @@ from jaxmutate.runners._base import COMMON_CONFIG_KEYS as COMMON_CONFIG_KEYS
 from jaxmutate.runners._base import SCORE_KEYS as SCORE_KEYS
 from jaxmutate.runners._base import SearchAlgorithm as SearchAlgorithm
 from jaxmutate.runners._base import SearchResult as SearchResult
+from jaxmutate.runners._base import build_part as build_part
 from jaxmutate.runners._base import check_run_config as check_run_config
 from jaxmutate.runners._base import check_score_key as check_score_key
 from jaxmutate.runners._base import check_search_type as check_search_type
@@ -54,6 +55,7 @@ from jaxmutate.runners.support import sharding_mesh as sharding_mesh
 __all__ = [
   "AutoSlim",
   "build_latency_table",
+  "build_part",
   "check_run_config",
   "check_score_key",
   "check_search_type",

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from jaxmutate.data import Dataset, Split, build_dataset
 from jaxmutate.errors import ConfigError, ConfigTypeError
-from jaxmutate.registry import check_config_keys, split_scope
+from jaxmutate.registry import build, check_config_keys, split_scope
 
 
 class SearchResult(NamedTuple):
@@ -59,6 +59,29 @@ class SearchAlgorithm(Protocol):
   def check_config(self, config: Mapping[str, Any]) -> None:
     """Validates the config it would run (``jaxmutate check``); raises a ``ConfigError`` naming a bad key."""
     ...
+
+
+def build_part(value: Any, expected: type | tuple[type, ...], runner: str, what: str, default: Any = None) -> Any:
+  """A runner's ``architecture`` or ``mutator``: built from its config dict, or ``default()`` when ``None``.
+
+  Raises ``ConfigTypeError`` naming the runner, the part and what it got when the result is not ``expected``.
+
+  Example:
+    >>> import flax.linen as nn
+    >>> from jaxmutate.runners import build_part
+    >>> build_part(dict(type="SearchableMLP", num_classes=2), nn.Module, "SPOS", "architecture").num_classes
+    2
+  """
+  if value is None and default is not None:
+    value = default()
+  elif isinstance(value, Mapping):
+    value = build(value)
+  if not isinstance(value, expected):
+    names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+    if names == "Module":
+      names = "flax.linen.Module"
+    raise ConfigTypeError(f"{runner}: {what} must be a {names} (or its config dict), got {type(value).__name__}.")
+  return value
 
 
 def load_data(config: Mapping[str, Any], runner: str) -> Dataset:

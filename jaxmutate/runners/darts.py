@@ -47,9 +47,9 @@ from jaxmutate.errors import ConfigError, ConfigTypeError
 from jaxmutate.models import DartsBackbone, DartsDiscreteNetwork, derive_discrete_network, discrete_network_variables
 from jaxmutate.mutables import GUMBEL_RNG, gumbel_temperature_schedule
 from jaxmutate.mutators import DiffModuleMutator
-from jaxmutate.registry import MODELS, build, check_config_keys
+from jaxmutate.registry import MODELS, check_config_keys
 from jaxmutate.resources import ResourceTable, build_resource_table, estimate_resources
-from jaxmutate.runners._base import SearchResult, check_run_config, load_data
+from jaxmutate.runners._base import SearchResult, build_part, check_run_config, load_data
 from jaxmutate.runners._loop import train_loop
 from jaxmutate.runners.plots import plot_arch_weights
 from jaxmutate.spaces import EdgeSubsetSpace
@@ -102,16 +102,8 @@ class DARTS:
     exclude_zero: bool = True,
     flops_penalty: Mapping[str, Any] | None = None,
   ):
-    if isinstance(architecture, Mapping):
-      architecture = build(architecture)
-    if not isinstance(architecture, nn.Module):
-      raise ConfigTypeError(f"DARTS architecture must be a Flax module or its config dict, got {architecture!r}.")
-    if mutator is None:
-      mutator = DiffModuleMutator()
-    elif isinstance(mutator, Mapping):
-      mutator = build(mutator)
-    if not isinstance(mutator, DiffModuleMutator):
-      raise ConfigTypeError(f"DARTS mutator must be a DiffModuleMutator (or its config), got {type(mutator).__name__}.")
+    architecture = build_part(architecture, nn.Module, "DARTS", "architecture")
+    mutator = build_part(mutator, DiffModuleMutator, "DARTS", "mutator", default=DiffModuleMutator)
     if unroll_lr is not None and not unroll_lr >= 0:
       raise ConfigError(f"DARTS unroll_lr must be >= 0, got {unroll_lr!r}.")
     self.architecture = architecture

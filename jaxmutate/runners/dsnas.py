@@ -35,12 +35,12 @@ from jaxmutate.algorithms import (
   make_weight_optimizer,
 )
 from jaxmutate.data import iterate_batches
-from jaxmutate.errors import ConfigError, ConfigTypeError
+from jaxmutate.errors import ConfigError
 from jaxmutate.mutables import GUMBEL_RNG
 from jaxmutate.mutators import DiffModuleMutator
-from jaxmutate.registry import MODELS, build
+from jaxmutate.registry import MODELS
 from jaxmutate.resources import estimate_resources
-from jaxmutate.runners._base import SearchResult, check_run_config, load_data
+from jaxmutate.runners._base import SearchResult, build_part, check_run_config, load_data
 from jaxmutate.runners.darts import darts_cost_table
 from jaxmutate.runners.plots import plot_arch_weights
 
@@ -93,16 +93,8 @@ class DSNAS:
     flops_loss_coef: float = 1.0,
     exclude_zero: bool = True,
   ):
-    if isinstance(architecture, Mapping):
-      architecture = build(architecture)
-    if not isinstance(architecture, nn.Module):
-      raise ConfigTypeError(f"DSNAS architecture must be a Flax module or its config dict, got {architecture!r}.")
-    if mutator is None:
-      mutator = DiffModuleMutator()
-    elif isinstance(mutator, Mapping):
-      mutator = build(mutator)
-    if not isinstance(mutator, DiffModuleMutator):
-      raise ConfigTypeError(f"DSNAS mutator must be a DiffModuleMutator (or its config), got {type(mutator).__name__}.")
+    architecture = build_part(architecture, nn.Module, "DSNAS", "architecture")
+    mutator = build_part(mutator, DiffModuleMutator, "DSNAS", "mutator", default=DiffModuleMutator)
     if not (isinstance(pretrain_epochs, int) and pretrain_epochs >= 0):
       raise ConfigError(f"DSNAS pretrain_epochs must be an int >= 0, got {pretrain_epochs!r}.")
     if not (isinstance(finetune_epochs, int) and finetune_epochs > pretrain_epochs):

@@ -26,10 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmutate.errors import ConfigError, SearchSpaceError
+from jaxmutate.errors import ConfigError
 from jaxmutate.mutators import ModuleMutator
-from jaxmutate.resources import ResourceTable, fit_resource_table
-from jaxmutate.spaces import EdgeSubsetSpace
+from jaxmutate.resources import ResourceTable, fit_resource_table, index_group_sizes
 
 
 def median_latency_ms(
@@ -153,16 +152,7 @@ def build_latency_table(
     (('latency',), (4,), True)
   """
   fixed = dict(fixed or {})
-  sizes = {}
-  for group in mutator.search_groups:
-    if group in fixed:
-      continue
-    if isinstance(mutator.group_space(group), EdgeSubsetSpace):
-      raise SearchSpaceError(
-        f"build_latency_table: group {group} ({mutator.group_key(group)!r}) is a route; hold it fixed "
-        "(fixed={group: logits or edge indices})."
-      )
-    sizes[group] = int(mutator.group_spec(group).num_choices)
+  sizes = index_group_sizes(mutator, fixed, "build_latency_table")
   measure = latency_measure(model, variables, mutator, sample_input, warmup, repeats, compile_per_subnet)
   return fit_resource_table(measure, sizes, interactions=interactions, fixed=fixed)
 

@@ -56,8 +56,8 @@ from jaxmutate.pruning import (
   make_importance_fn,
   masked_apply,
 )
-from jaxmutate.registry import MODELS, build, check_config_keys, split_scope
-from jaxmutate.runners._base import SearchResult, check_run_config, load_data
+from jaxmutate.registry import MODELS, check_config_keys, split_scope
+from jaxmutate.runners._base import SearchResult, build_part, check_run_config, load_data
 from jaxmutate.runners._loop import train_loop
 
 __all__ = ["Prune", "plot_pruning"]
@@ -133,12 +133,7 @@ class Prune:
     group_lasso: float = 0.0,
     ignored: Sequence[str] = (),
   ):
-    module = build(architecture) if isinstance(architecture, Mapping) else architecture
-    if not isinstance(module, nn.Module):
-      raise ConfigTypeError(
-        f"Prune: architecture must be a flax.linen.Module (or its config dict), got {type(module).__name__}."
-      )
-    self.architecture = module
+    self.architecture = build_part(architecture, nn.Module, "Prune", "architecture")
     self.criterion = check_criterion(criterion)
     schedule = dict(schedule or {"type": "ItePrune"})
     kind = split_scope(str(schedule.get("type", "ItePrune")))[1]

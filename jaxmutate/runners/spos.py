@@ -42,7 +42,14 @@ from jaxmutate.mutables import DiffMutableModule
 from jaxmutate.mutators import ModuleMutator
 from jaxmutate.registry import MODELS, build
 from jaxmutate.resources import build_resource_table, estimate_resources
-from jaxmutate.runners._base import SearchResult, check_run_config, check_score_key, check_search_type, load_data
+from jaxmutate.runners._base import (
+  SearchResult,
+  build_part,
+  check_run_config,
+  check_score_key,
+  check_search_type,
+  load_data,
+)
 from jaxmutate.runners._loop import Batches, PlaceBatch, train_loop
 from jaxmutate.runners.checkpoint import Checkpointer, checkpoint_settings, resumable_loop
 from jaxmutate.runners.plots import plot_pareto
@@ -82,12 +89,8 @@ class SPOS:
   """
 
   def __init__(self, architecture: nn.Module | Mapping[str, Any], mutator: ModuleMutator | Mapping[str, Any]):
-    self.architecture = build(architecture) if isinstance(architecture, Mapping) else architecture
+    self.architecture = build_part(architecture, nn.Module, "SPOS", "architecture")
     self.mutator = build(mutator) if isinstance(mutator, Mapping) else mutator
-    if not isinstance(self.architecture, nn.Module):
-      raise ConfigTypeError(
-        f"SPOS: architecture must be a flax.linen.Module (or its config dict), got {type(self.architecture).__name__}."
-      )
     managed = self.mutator.mutable_class_type if isinstance(self.mutator, ModuleMutator) else None
     if managed is None or managed is DiffMutableModule:
       raise ConfigTypeError(
