@@ -1,9 +1,10 @@
 """How well does the SPOS supernet rank subnets? Kendall tau / Spearman rho against stand-alone training.
 
-The demo space (``jaxmutate/configs/spos_digits.py``: its architecture, data,
-training recipe) is trained once as a SPOS supernet; ``--num-subnets``
-distinct random subnets (``--num-within`` of them drawn under the demo's
-FLOPs constraint, the rest from the whole space) are then
+An SPOS config's space (``--config``; by default the demo's,
+``jaxmutate/configs/spos_digits.py``: its architecture, data, training recipe)
+is trained once as a SPOS supernet; ``--num-subnets`` distinct random subnets
+(``--num-within`` of them drawn under the config's FLOPs constraint, the rest
+from the whole space) are then
 
 * rated with the supernet's weights after BatchNorm recalibration: validation
   accuracy (what the evolution search ranks by, the search's own scorer
@@ -22,10 +23,17 @@ copy each, trained with its own (traced) choices and its own batches under one
 The figures are Kendall's tau-b and Spearman's rho with percentile bootstrap
 95% confidence intervals (subnets resampled with replacement), for every
 (supernet signal, stand-alone signal) pair, over every subnet and over those
-meeting the demo's FLOPs constraint. Every signal is oriented "higher is
+meeting the config's FLOPs constraint. Every signal is oriented "higher is
 better" (losses enter negated), so a positive tau means agreement. The
-primary pair, named before the run, is the supernet's search score against
-the stand-alone held-out loss averaged over seeds; the rest are secondary.
+primary pair is named before the run, on the command line
+(``--primary-supernet-epochs``, ``--primary-signal``, ``--primary-truth``;
+by default the first supernet's search score against the stand-alone
+held-out loss averaged over seeds, over all subnets) and recorded in the
+JSON with the command line; the rest are secondary. ``--seed N`` is the
+root of every random draw (the supernets' initialisation and batches, the
+subnet draw, the stand-alone initialisations and batches, the bootstrap),
+so another N replicates the measurement with fresh seeds; the data split
+stays the config's.
 The seed-to-seed tau of the stand-alone rankings (two single seeds) is the
 noise floor of the "truth": no proxy can be expected to agree with one seed's
 ranking better than another seed does.
@@ -35,9 +43,16 @@ Usage::
   PYTHONPATH=. python benchmarks/ranking.py          # the default run (about 30 minutes on a busy 2-core machine)
   PYTHONPATH=. python benchmarks/ranking.py --quick  # a smoke run (a few minutes)
   PYTHONPATH=. python benchmarks/ranking.py --supernet-epochs 40 120  # extra rows: a longer-trained supernet
+  # a space whose subnets differ in depth and reach (about 17 minutes with --supernet-epochs 40 80):
+  PYTHONPATH=. python benchmarks/ranking.py --config jaxmutate/configs/spos_depth_digits.py
+  # a replication with fresh seeds and the primary pair named before the run:
+  PYTHONPATH=. python benchmarks/ranking.py --config jaxmutate/configs/spos_depth_digits.py --supernet-epochs 80 \
+    --seed 1 --primary-supernet-epochs 80 --primary-signal search_score --primary-truth heldout_loss \
+    --out benchmarks/results/ranking_spos_depth_digits_seed1.json
 
-Writes ``benchmarks/results/ranking.json`` (``--out`` to change; ``--quick``
-writes JSON only with ``--out``).
+Writes ``benchmarks/results/ranking.json`` for the demo's config and
+``benchmarks/results/ranking_<config name>.json`` for another (``--out`` to
+change; ``--quick`` writes JSON only with ``--out``).
 """
 
 from __future__ import annotations
@@ -46,6 +61,7 @@ import argparse
 import itertools
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -78,7 +94,9 @@ CONFIG = Path(__file__).resolve().parents[1] / "jaxmutate" / "configs" / "spos_d
 # level 0; init runs once, so its speed does not matter. (The train step is not compiled so: at level 0 it compiled
 # about 20% faster but ran 2.6x slower, measured on this machine with 60 copies.)
 FAST_COMPILE = {"xla_backend_optimization_level": 0}
-PRIMARY = ("supernet_search_score", "standalone_heldout_neg_loss")
+# Command-line names of the signals a primary pair can name, and their keys in the report.
+SUPERNET_SIGNALS = {"search_score": "supernet_search_score", "val_loss": "supernet_val_neg_loss"}
+STANDALONE_SIGNALS = {"heldout_loss": "standalone_heldout_neg_loss", "heldout_accuracy": "standalone_heldout_accuracy"}
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
@@ -318,12 +336,31 @@ def run(
   num_within: int | None = None,
   num_bootstrap: int = 2000,
   on_progress: Callable[[dict[str, Any]], None] | None = None,
+  primary_supernet_epochs: int | None = None,
+  primary_signal: str = "search_score",
+  primary_truth: str = "heldout_loss",
 ) -> dict[str, Any]:
   """The benchmark: stand-alone training over seeds, then per supernet length training, scoring, correlations.
 
-  ``on_progress(report)`` receives the report so far after each supernet (the
-  primary one first), so a long extra row cannot cost the primary figures.
+  The primary pair is ``primary_signal`` (a key of ``SUPERNET_SIGNALS``) of
+  the ``primary_supernet_epochs`` supernet (one of ``supernet_epochs``; by
+  default the first) against ``primary_truth`` (a key of
+  ``STANDALONE_SIGNALS``), over all subnets. ``on_progress(report)`` receives
+  the report so far after each supernet (the primary one first), so a long
+  extra row cannot cost the primary figures.
   """
+  primary_epochs = supernet_epochs[0] if primary_supernet_epochs is None else primary_supernet_epochs
+  if primary_epochs not in supernet_epochs:
+    raise ConfigError(
+      f"run: primary_supernet_epochs {primary_epochs} is not one of the supernet epochs {list(supernet_epochs)}."
+    )
+  if primary_signal not in SUPERNET_SIGNALS:
+    raise ConfigError(f"run: primary_signal {primary_signal!r} is not one of {sorted(SUPERNET_SIGNALS)}.")
+  if primary_truth not in STANDALONE_SIGNALS:
+    raise ConfigError(f"run: primary_truth {primary_truth!r} is not one of {sorted(STANDALONE_SIGNALS)}.")
+  # The primary supernet trains first, so its figures are written before any secondary one.
+  supernet_epochs = [primary_epochs] + [e for e in supernet_epochs if e != primary_epochs]
+  primary_name = f"{SUPERNET_SIGNALS[primary_signal]}__vs__{STANDALONE_SIGNALS[primary_truth]}"
   timings: dict[str, float] = {}
   load = {"start": os.getloadavg()}
   data = load_data(config, "ranking")
@@ -380,7 +417,6 @@ def run(
       }
       results[f"supernet_{epochs}ep"] = correlations(signals, truth, within, num_bootstrap, seed)
     flops = np.asarray(table(population)["flops"])
-    primary_epochs = supernet_epochs[0]
     return {
       "config": str(config.get("_path", CONFIG)),
       "seed": seed,
@@ -394,8 +430,14 @@ def run(
       "standalone_seeds": num_seeds,
       "batch_size": batch_size,
       "heldout_images": len(heldout),
-      "primary_pair": {"supernet": PRIMARY[0], "standalone": PRIMARY[1], "supernet_epochs": primary_epochs},
-      "primary": results[f"supernet_{primary_epochs}ep"]["all_subnets"][f"{PRIMARY[0]}__vs__{PRIMARY[1]}"],
+      "primary_pair": {
+        "supernet": SUPERNET_SIGNALS[primary_signal],
+        "standalone": STANDALONE_SIGNALS[primary_truth],
+        "supernet_epochs": primary_epochs,
+        "scope": "all_subnets",
+        "name": primary_name,
+      },
+      "primary": results[f"supernet_{primary_epochs}ep"]["all_subnets"][primary_name],
       "supernet_final_train": {str(e): r["final_train"] for e, r in supernet_runs.items()},
       "correlations": results,
       "seed_agreement": seed_agreement(standalone, num_bootstrap, seed),
@@ -449,17 +491,25 @@ def _with_decay_steps(optimizer_cfg: Mapping[str, Any], steps: int) -> dict[str,
   return cfg
 
 
+def default_output_name(config_path: str | Path) -> str:
+  """``ranking.json`` for the demo's config, ``ranking_<config file stem>.json`` for any other.
+
+  Example:
+    >>> default_output_name("jaxmutate/configs/spos_depth_digits.py")
+    'ranking_spos_depth_digits.json'
+  """
+  path = Path(config_path)
+  return "ranking.json" if path.resolve() == CONFIG else f"ranking_{path.stem}.json"
+
+
 def _print_report(report: Mapping[str, Any]) -> None:
-  primary = f"{PRIMARY[0]}__vs__{PRIMARY[1]}"
+  primary = report["primary_pair"]
+  primary_key = (f"supernet_{primary['supernet_epochs']}ep", primary["scope"], primary["name"])
   for run_name, scopes in report["correlations"].items():
     for scope, figures in scopes.items():
       for name, entry in figures.items():
         tau, rho = entry["kendall_tau"], entry["spearman_rho"]
-        mark = (
-          "*"
-          if name == primary and scope == "all_subnets" and run_name.endswith(f"_{report['supernet_epochs'][0]}ep")
-          else " "
-        )
+        mark = "*" if (run_name, scope, name) == primary_key else " "
         print(
           f"{mark}{run_name:14s} {scope:17s} {name:64s} n={entry['num_subnets']:3d}  tau {tau['value']:+.3f} "
           f"[{tau['ci95'][0]:+.2f}, {tau['ci95'][1]:+.2f}]  rho {rho['value']:+.3f} [{rho['ci95'][0]:+.2f}, {rho['ci95'][1]:+.2f}]"
@@ -474,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--quick", action="store_true", help="a smoke run: few subnets and epochs")
   parser.add_argument("--num-subnets", type=int, default=None, help="subnets trained stand-alone (default 20)")
   parser.add_argument(
-    "--num-within", type=int, default=None, help="of them drawn under the demo's FLOPs constraint (default half)"
+    "--num-within", type=int, default=None, help="of them drawn under the config's FLOPs constraint (default half)"
   )
   parser.add_argument(
     "--supernet-epochs",
@@ -485,10 +535,38 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   )
   parser.add_argument("--standalone-epochs", type=int, default=None, help="default 20")
   parser.add_argument("--seeds", type=int, default=None, help="stand-alone trainings per subnet (default 3)")
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--config", default=str(CONFIG))
-  parser.add_argument("--out", default=None, help="JSON output (default benchmarks/results/ranking.json)")
+  parser.add_argument(
+    "--seed",
+    type=int,
+    default=0,
+    help="root of every random draw: supernets, subnet draw, stand-alone trainings, bootstrap (default 0)",
+  )
+  parser.add_argument(
+    "--primary-supernet-epochs",
+    type=int,
+    default=None,
+    help="the primary pair's supernet, one of --supernet-epochs (default: the first)",
+  )
+  parser.add_argument(
+    "--primary-signal",
+    choices=sorted(SUPERNET_SIGNALS),
+    default="search_score",
+    help="the primary pair's supernet signal (default search_score: val accuracy after BN recalibration)",
+  )
+  parser.add_argument(
+    "--primary-truth",
+    choices=sorted(STANDALONE_SIGNALS),
+    default="heldout_loss",
+    help="the primary pair's stand-alone signal, averaged over seeds (default heldout_loss)",
+  )
+  parser.add_argument("--config", default=str(CONFIG), help="an SPOS config (default: the demo's, spos_digits.py)")
+  parser.add_argument(
+    "--out",
+    default=None,
+    help="JSON output (default benchmarks/results/ranking.json, ranking_<config>.json for others)",
+  )
   args = parser.parse_args(argv)
+  command_line = list(sys.argv[1:] if argv is None else argv)
   config = jm.load_config(args.config)
   config["_path"] = args.config
   quick = dict(num_subnets=6, supernet_epochs=[2], standalone_epochs=2, seeds=2) if args.quick else {}
@@ -496,10 +574,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   supernet_epochs = args.supernet_epochs or quick.get("supernet_epochs", [int(config["train_cfg"]["epochs"])])
   standalone_epochs = args.standalone_epochs or quick.get("standalone_epochs", 20)
   num_seeds = args.seeds or quick.get("seeds", 3)
-  out = args.out or (None if args.quick else str(Path(__file__).with_name("results") / "ranking.json"))
+  out = args.out or (
+    None if args.quick else str(Path(__file__).with_name("results") / default_output_name(args.config))
+  )
   start = time.perf_counter()
 
   def write(report: dict[str, Any]) -> None:
+    report["command_line"] = command_line
     report["wall_time_s"] = time.perf_counter() - start
     if out:
       Path(out).write_text(json.dumps(report, indent=2) + "\n")
@@ -515,7 +596,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args.num_within,
     200 if args.quick else 2000,
     on_progress=write,
+    primary_supernet_epochs=args.primary_supernet_epochs,
+    primary_signal=args.primary_signal,
+    primary_truth=args.primary_truth,
   )
+  report["command_line"] = command_line
   report["wall_time_s"] = time.perf_counter() - start
   _print_report(report)
   print(f"wall time {report['wall_time_s']:.0f} s: {json.dumps({k: round(v) for k, v in report['timings_s'].items()})}")

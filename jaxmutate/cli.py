@@ -21,7 +21,8 @@ a config compiles nothing it compiled before; ``--no-compile-cache`` or
 ``JAXMUTATE_ALLOCATOR=default`` keeps glibc's own settings.
 
 With a ``checkpoint=dict(every_n_steps=N, keep=K)`` entry in the config the
-runners that support it (SPOS, AutoSlim, SlimmableNetwork) save checkpoints
+runners (SPOS, AutoSlim, SlimmableNetwork, DARTS and GDAS, DSNAS, Prune; a
+runner of one's own when its ``run`` takes ``resume``) save checkpoints
 into ``DIR/checkpoints``; ``--resume`` continues a run killed at any point
 from them, with the same config and seed, and ends with the same results
 as a run never interrupted. Without ``--resume`` a ``DIR`` that holds
@@ -117,7 +118,8 @@ def run_search(
 
   Raises:
     KeyError, ConfigTypeError: as :func:`build_algorithm`.
-    ConfigError: ``resume`` with a runner that does not checkpoint.
+    ConfigError: ``resume`` with a runner that does not checkpoint (one of
+      one's own whose ``run`` takes no ``resume``).
   """
   import inspect
 

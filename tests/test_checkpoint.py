@@ -151,7 +151,7 @@ def test_a_pytree_search_state_resumes_at_its_generation(tmp_path):
 
 def test_resume_needs_the_checkpoint_dict(tmp_path):
   config = tmp_path / "plain.py"
-  config.write_text(TINY.replace("checkpoint = dict(every_n_steps=40, keep=2)", ""))
+  config.write_text(TINY.replace("checkpoint = dict(every_n_steps=20, keep=2)", ""))
   with pytest.raises(errors.ConfigError, match="checkpoint dict"):
     cli.main(["search", str(config), "--work-dir", str(tmp_path / "out"), "--no-compile-cache", "--resume"])
   support = RunSupport({"checkpoint": dict(every_n_steps=5)}, "SPOS", tmp_path, seed=0, resume=True)
@@ -165,9 +165,9 @@ TINY = """
 model = dict(type='SPOS', architecture=dict(type='SearchableMLP', width=16, num_layers=2),
              mutator=dict(type='OneShotModuleMutator'))
 train_cfg = dict(epochs=2, batch_size=16)
-search_cfg = dict(max_epochs=2, num_candidates=4, top_k=2, num_mutation=2, num_crossover=2, calibrate_sample_num=0)
+search_cfg = dict(max_epochs=8, num_candidates=8, top_k=3, num_mutation=4, num_crossover=4, calibrate_sample_num=0)
 num_random_baseline = 2
-checkpoint = dict(every_n_steps=40, keep=2)
+checkpoint = dict(every_n_steps=20, keep=2)
 """
 VARYING = ("timings_s", "wall_time_s", "checkpoints", "compilation_cache")
 
@@ -187,28 +187,42 @@ def _final_arrays(work_dir):
     return step, reader.restore(folder / str(step) / "arrays")
 
 
+def _kill_at_first_checkpoint(command, env, folder, what):
+  """Starts the run, SIGKILLs it as soon as ``folder`` holds a checkpoint."""
+  process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.monotonic() + 180
+  while not (folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir())):
+    assert process.poll() is None and time.monotonic() < deadline, f"the run ended before {what}'s first checkpoint"
+    time.sleep(0.01)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+
+
 @pytest.mark.slow
-def test_a_run_killed_with_sigkill_and_resumed_gives_the_same_results(tmp_path):
+def test_a_run_killed_with_sigkill_twice_and_resumed_gives_the_same_results(tmp_path):
+  # One run is killed during supernet training, resumed, killed again during the evolution search and resumed to
+  # the end: it must finish with the bits of a run never interrupted.
   config = tmp_path / "tiny.py"
   config.write_text(TINY)
   cache = tmp_path / "cache"
   command, env = _search(config, tmp_path / "whole", cache)
   subprocess.run(command, env=env, check=True, capture_output=True)
+  final_step, _ = _final_arrays(tmp_path / "whole")
 
   command, env = _search(config, tmp_path / "killed", cache)
-  process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  checkpoints = tmp_path / "killed" / "checkpoints" / "supernet"
-  deadline = time.monotonic() + 120
-  while not (checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())):
-    assert process.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
-    time.sleep(0.02)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  subprocess.run(command + ["--resume"], env=env, check=True, capture_output=True)
+  checkpoints = tmp_path / "killed" / "checkpoints"
+  _kill_at_first_checkpoint(command, env, checkpoints / "supernet", "the supernet")
+  # Saved every 20 steps, the last one at the end of training: the kill came before it.
+  assert max(int(p.name) for p in (checkpoints / "supernet").iterdir() if p.name.isdigit()) < final_step
+  _kill_at_first_checkpoint(command + ["--resume"], env, checkpoints / "search", "the search")
+  done = subprocess.run(command + ["--resume"], env=env, capture_output=True, text=True)
+  assert done.returncode == 0, done.stderr[-3000:]
 
   whole = json.loads((tmp_path / "whole" / "summary.json").read_text())
   resumed = json.loads((tmp_path / "killed" / "summary.json").read_text())
-  assert resumed["checkpoints"]["resumed_from"]["supernet"] is not None
+  resumed_from = resumed["checkpoints"]["resumed_from"]
+  assert resumed_from["supernet"] is not None
+  assert resumed_from["search"] is not None and resumed_from["search"] < 8, resumed_from  # killed mid-search
   assert {k: v for k, v in resumed.items() if k not in VARYING} == {k: v for k, v in whole.items() if k not in VARYING}
   (whole_step, whole_arrays), (resumed_step, resumed_arrays) = map(
     _final_arrays, (tmp_path / "whole", tmp_path / "killed")
@@ -216,9 +230,9 @@ def test_a_run_killed_with_sigkill_and_resumed_gives_the_same_results(tmp_path):
   assert whole_step == resumed_step and sorted(whole_arrays) == sorted(resumed_arrays)
   for name in whole_arrays:
     np.testing.assert_array_equal(np.asarray(resumed_arrays[name]), np.asarray(whole_arrays[name]), err_msg=name)
-  # Another config on these checkpoints is refused, never a fresh start.
-  with pytest.raises(errors.CheckpointMismatchError, match="another config"):
-    cli.run_search(config, tmp_path / "killed", 0, ["train_cfg.epochs=3"], False, compile_cache=False, resume=True)
   assert (tmp_path / "killed" / "best_fix_subnet.yaml").read_text() == (
     tmp_path / "whole" / "best_fix_subnet.yaml"
   ).read_text()
+  # Another config on these checkpoints is refused, never a fresh start.
+  with pytest.raises(errors.CheckpointMismatchError, match="another config"):
+    cli.run_search(config, tmp_path / "killed", 0, ["train_cfg.epochs=3"], False, compile_cache=False, resume=True)

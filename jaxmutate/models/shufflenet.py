@@ -31,6 +31,12 @@ class SearchableShuffleNetV2(nn.Module):
   a stage carries the stage's stride), a 1×1 conv-bn-relu to
   ``last_channels``, global average pooling and a Dense head.
 
+  With ``identity_candidate=True`` every block that keeps its input's shape
+  (stride 1, same width in and out) also offers ``identity`` (the block is
+  skipped), so subnets differ in depth as well as in kernel, as NAS benchmark
+  spaces' skip choices do; MMRazor's SPOS spaces have no such choice, so it is
+  off by default. Strided and widening blocks keep the SPOS blocks only.
+
   Attributes:
     num_classes: output logits.
     arch_setting: ``(channels, num_blocks, stride)`` per stage, before
@@ -42,6 +48,8 @@ class SearchableShuffleNetV2(nn.Module):
     widen_factor: multiplies every width (rounded to even numbers).
     last_channels: width of the final 1×1 conv.
     candidate_names: which of the four SPOS blocks to offer.
+    identity_candidate: also offer ``identity`` (last) at every block of
+      stride 1 whose input width equals its output width.
     depthwise_implementation: how the blocks' depthwise convolutions run
       (``None`` picks by backend; see :func:`jaxmutate.ops.depthwise_conv`).
 
@@ -65,6 +73,7 @@ class SearchableShuffleNetV2(nn.Module):
   widen_factor: float = 1.0
   last_channels: int = 128
   candidate_names: Sequence[str] = SPOS_CANDIDATES
+  identity_candidate: bool = False
   depthwise_implementation: str | None = None
 
   def _check(self) -> None:
@@ -78,12 +87,16 @@ class SearchableShuffleNetV2(nn.Module):
         raise ConfigError(
           f"SearchableShuffleNetV2: arch_setting[{position}] must be (channels, num_blocks, stride) of positive ints, got {stage!r}."
         )
+    if not isinstance(self.identity_candidate, bool):
+      raise ConfigError(
+        f"SearchableShuffleNetV2: identity_candidate must be True or False, got {self.identity_candidate!r}."
+      )
     if not self.widen_factor > 0:
       raise ConfigError(f"SearchableShuffleNetV2: widen_factor must be > 0, got {self.widen_factor!r}.")
 
   def block_candidates(self, in_channels: int, out_channels: int, stride: int) -> dict[str, Any]:
-    """The four SPOS choice blocks for one position."""
-    from jaxmutate.ops import ShuffleBlock, ShuffleXception
+    """The chosen SPOS blocks for one position, and ``identity`` where it is offered and fits."""
+    from jaxmutate.ops import Identity, ShuffleBlock, ShuffleXception
 
     ops: dict[str, Any] = {}
     for name in self.candidate_names:
@@ -94,6 +107,8 @@ class SearchableShuffleNetV2(nn.Module):
         ops[name] = ShuffleBlock(
           in_channels, out_channels, kernel_size, stride, implementation=self.depthwise_implementation
         )
+    if self.identity_candidate and stride == 1 and in_channels == out_channels:
+      ops["identity"] = Identity()
     return ops
 
   @nn.compact

@@ -217,6 +217,31 @@ def train_loop(
   return state, log
 
 
+class _BatchReader:
+  """Batch ``index`` of pass ``p`` of a batch iterator: read in order, restarted mid-pass when a loop resumes.
+
+  The step loops that checkpoint through ``resumable_loop`` number their
+  steps globally; this maps a step back to its batch without keeping a
+  pass's batches in memory: consecutive reads advance one iterator, any other
+  read (the first one after a resume) starts the pass again and skips to
+  ``index``. ``make(p)`` returns the iterator of pass ``p``, e.g.
+  ``iterate_batches(fold_in(key, p), split, batch_size)``; e.g. with
+  ``make = lambda p: iter(range(10 * p, 10 * p + 3))`` the reads ``(0, 0),
+  (0, 1), (1, 2), (2, 0)`` give ``0, 1, 12, 20``.
+  """
+
+  def __init__(self, make: Callable[[int], Iterable[Any]]):
+    self.make = make
+    self._next: tuple[int, int] | None = None
+    self._batches: Any = None
+
+  def __call__(self, p: int, index: int) -> Any:
+    if self._next != (p, index):
+      self._batches = itertools.islice(iter(self.make(p)), index, None)
+    self._next = (p, index + 1)
+    return next(self._batches)
+
+
 def _skipping(step: Step, metric: str) -> Callable[..., tuple[Any, Mapping[str, jax.Array], jax.Array]]:
   """``step`` that keeps the old state when its ``metric`` is not finite, and says whether it applied."""
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +50,10 @@ from jaxmutate.mutators import DiffModuleMutator
 from jaxmutate.registry import MODELS, check_config_keys
 from jaxmutate.resources import ResourceTable, build_resource_table, estimate_resources
 from jaxmutate.runners._base import SearchResult, build_part, check_run_config, load_data
-from jaxmutate.runners._loop import train_loop
+from jaxmutate.runners._loop import _BatchReader, train_loop
+from jaxmutate.runners.checkpoint import Checkpointer, checkpoint_settings, resumable_loop
 from jaxmutate.runners.plots import plot_arch_weights
+from jaxmutate.runners.support import RunSupport
 from jaxmutate.spaces import EdgeSubsetSpace
 from jaxmutate.typing import PRNGKey
 
@@ -129,9 +131,12 @@ class DARTS:
       "train_cfg": ("epochs", "batch_size", "optimizer", "arch_optimizer", "tau_schedule", "fast_compile"),
       "retrain_cfg": ("epochs", "batch_size", "optimizer"),
     }
-    check_run_config(config, "DARTS", sections)
+    check_run_config(config, "DARTS", sections, ("checkpoint",))
+    checkpoint_settings(config, "DARTS")
 
-  def run(self, config: dict[str, Any], work_dir: Path, seed: int, progress: bool = True) -> SearchResult:
+  def run(
+    self, config: dict[str, Any], work_dir: Path, seed: int, progress: bool = True, resume: bool = False
+  ) -> SearchResult:
     """Searches on the config's data, derives and (optionally) retrains the subnet.
 
     Config keys (all optional but ``model``): ``data`` (a data set config for
@@ -141,7 +146,14 @@ class DARTS:
     :func:`~jaxmutate.mutables.gumbel_temperature_schedule` without
     ``transition_steps``, ``fast_compile``: XLA optimisation level 0, which
     compiles the large supernet several times faster on CPU), ``retrain_cfg``
-    (``epochs``, ``optimizer``; ``epochs=0`` skips it).
+    (``epochs``, ``optimizer``; ``epochs=0`` skips it), ``checkpoint``
+    (``dict(every_n_steps=N, keep=K)``: the search, i.e. weights,
+    architecture logits, both optimiser states and the step, with the
+    epoch's metric sums and the log so far, and the derived network's
+    retraining save a checkpoint every ``N`` steps and at their end into
+    ``work_dir/checkpoints/search`` and ``.../retrain``; ``resume=True``
+    continues from them with the same results as a run never interrupted,
+    see :class:`~jaxmutate.runners.support.RunSupport` for the errors).
 
     Writes ``arch_weights.json`` (softmax weights per group per epoch) and,
     with matplotlib, ``arch_weights.png`` into ``work_dir``. The summary holds
@@ -151,6 +163,7 @@ class DARTS:
     """
     work_dir = Path(work_dir)
     self.check_config(config)
+    support = RunSupport(config, "DARTS", work_dir, seed, resume)
     work_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     data = load_data(config, "DARTS")
@@ -232,73 +245,111 @@ class DARTS:
       resource = self.flops_penalty["resource"]
       return {f"expected_{resource}": float(expected_cost(table, arch_params)[resource])}
 
-    log: dict[str, Any] = {
-      "choice_names": {mutator.group_key(g): list(mutator.group_spec(g).choice_names) for g in mutator.search_groups},
-      "history": [
-        {
-          "epoch": 0,
-          "step": 0,
-          "weights": arch_weights_table(mutator, state.arch_params),
-          **cost_entry(state.arch_params),
-        }
-      ],
+    # The metrics' names from a trace of the same step (no compiler options: the trace nests its jit).
+    probe_steps = make_darts_steps(
+      model,
+      mutator,
+      weight_optimizer,
+      arch_optimizer,
+      unroll=self.unroll,
+      unroll_lr=unroll_lr,
+      unroll_weight_decay=unroll_wd,
+    )
+    probe = (jnp.asarray(data.train.images[:batch_size]), jnp.asarray(data.train.labels[:batch_size]))
+    tau_first = float(tau_schedule(0)) if with_tau else None
+    names = _metric_names(lambda: probe_steps.search_step(state, probe, probe, step_key, tau_first))
+    # The whole search as one pytree, so resumable_loop checkpoints and resumes it: the DARTS state, the
+    # metric sums of every epoch (float64 on the host, added in step order as floats: a resumed run's means are
+    # an uninterrupted run's) and the architecture logits and step count at the end of every epoch (the log).
+    # Sorted by group, the order of a restored dict: a resumed run logs the groups in the same order.
+    host_arch = {g: np.asarray(jax.device_get(a)) for g, a in sorted(state.arch_params.items())}
+    carry: dict[str, Any] = {
+      "darts": state,
+      "sums": np.zeros((epochs, len(names))),
+      "arch": {g: np.zeros((epochs + 1, *a.shape), a.dtype) + a for g, a in host_arch.items()},
+      "steps": np.full(epochs + 1, int(state.step), np.int64),
     }
+    train_batches = _BatchReader(lambda e: iterate_batches(jax.random.fold_in(train_key, e), data.train, batch_size))
+    # Validation batches: one shuffled pass after another, pass p shuffled with val_keys[p].
+    val_keys = jax.random.split(val_key, 10 * epochs + 10)
+    val_per_pass = max(len(data.val) // batch_size, 1)
+    val_batches = _BatchReader(
+      lambda p: iterate_batches(
+        val_keys[p] if p < len(val_keys) else jax.random.fold_in(val_key, p), data.val, batch_size
+      )
+    )
     step_times: list[float] = []
-    epoch_metrics: list[dict[str, float]] = []
     bar = None
     if progress:
       from tqdm.auto import tqdm
 
       bar = tqdm(total=total_steps, desc="DARTS search" + (" (2nd order)" if self.unroll else ""), unit="step")
-    val_keys = iter(jax.random.split(val_key, 10 * epochs + 10))
-    val_batches = iterate_batches(next(val_keys), data.val, batch_size)
-    search_start = time.perf_counter()
-    for epoch in range(epochs):
-      sums: dict[str, float] = {}
-      for images, labels in iterate_batches(jax.random.fold_in(train_key, epoch), data.train, batch_size):
-        try:
-          val_batch = next(val_batches)
-        except StopIteration:
-          val_batches = iterate_batches(next(val_keys), data.val, batch_size)
-          val_batch = next(val_batches)
-        tau = float(tau_schedule(int(state.step))) if with_tau else None
-        start = time.perf_counter()
-        state, metrics = steps.search_step(
-          state,
-          (jnp.asarray(images), jnp.asarray(labels)),
-          (jnp.asarray(val_batch[0]), jnp.asarray(val_batch[1])),
-          jax.random.fold_in(step_key, int(state.step)),
-          tau,
+
+    def search_step(i: int, carry: dict[str, Any]) -> dict[str, Any]:
+      epoch, index = divmod(i, steps_per_epoch)
+      images, labels = train_batches(epoch, index)
+      val_images, val_labels = val_batches(*divmod(i, val_per_pass))
+      darts = carry["darts"]
+      tau = float(tau_schedule(int(darts.step))) if with_tau else None
+      start = time.perf_counter()
+      darts, metrics = steps.search_step(
+        darts,
+        (jnp.asarray(images), jnp.asarray(labels)),
+        (jnp.asarray(val_images), jnp.asarray(val_labels)),
+        jax.random.fold_in(step_key, int(darts.step)),
+        tau,
+      )
+      metrics = jax.device_get(metrics)
+      step_times.append(time.perf_counter() - start)
+      sums = carry["sums"].copy()
+      sums[epoch] += np.array([float(metrics[name]) for name in names])
+      carry = {**carry, "darts": darts, "sums": sums}
+      if index + 1 == steps_per_epoch:
+        carry["arch"] = {g: _with_row(buffer, epoch + 1, darts.arch_params[g]) for g, buffer in carry["arch"].items()}
+        carry["steps"] = _with_row(carry["steps"], epoch + 1, int(darts.step))
+      if bar is not None:
+        bar.n = i
+        bar.update(1)
+        bar.set_postfix(
+          epoch=epoch + 1,
+          train_acc=f"{float(metrics['train_accuracy']):.2f}",
+          val_acc=f"{float(metrics['val_accuracy']):.2f}",
         )
-        metrics = jax.device_get(metrics)
-        step_times.append(time.perf_counter() - start)
-        for name, value in metrics.items():
-          sums[name] = sums.get(name, 0.0) + float(value)
-        if bar is not None:
-          bar.update(1)
-          bar.set_postfix(
-            epoch=epoch + 1,
-            train_acc=f"{float(metrics['train_accuracy']):.2f}",
-            val_acc=f"{float(metrics['val_accuracy']):.2f}",
-          )
-      averages = {name: value / steps_per_epoch for name, value in sums.items()}
+      return carry
+
+    search_start = time.perf_counter()
+    carry, _ = resumable_loop(search_step, carry, total_steps, support.checkpointer("search", mutator))
+    if bar is not None:
+      bar.close()
+    state = carry["darts"]
+    timings["search_s"] = time.perf_counter() - search_start
+    if step_times:  # none when the run resumed from the search's last checkpoint
+      timings["first_step_s (compile)"] = step_times[0]
+      timings["median_step_s"] = float(np.median(step_times[1:])) if len(step_times) > 1 else step_times[0]
+
+    def arch_at(epoch: int) -> dict[Any, np.ndarray]:
+      return {g: buffer[epoch] for g, buffer in carry["arch"].items()}
+
+    log: dict[str, Any] = {
+      "choice_names": {mutator.group_key(g): list(mutator.group_spec(g).choice_names) for g in mutator.search_groups},
+      "history": [{"epoch": 0, "step": int(carry["steps"][0]), "weights": arch_weights_table(mutator, arch_at(0))}],
+    }
+    log["history"][0].update(cost_entry(arch_at(0)))
+    epoch_metrics: list[dict[str, float]] = []
+    for epoch in range(epochs):
+      averages = {name: float(carry["sums"][epoch, j]) / steps_per_epoch for j, name in enumerate(names)}
       if with_tau:
-        averages["tau"] = float(tau_schedule(int(state.step)))
+        averages["tau"] = float(tau_schedule(int(carry["steps"][epoch + 1])))
       epoch_metrics.append(averages)
       log["history"].append(
         {
           "epoch": epoch + 1,
-          "step": int(state.step),
-          "weights": arch_weights_table(mutator, state.arch_params),
+          "step": int(carry["steps"][epoch + 1]),
+          "weights": arch_weights_table(mutator, arch_at(epoch + 1)),
           **averages,
-          **cost_entry(state.arch_params),
+          **cost_entry(arch_at(epoch + 1)),
         }
       )
-    if bar is not None:
-      bar.close()
-    timings["search_s"] = time.perf_counter() - search_start
-    timings["first_step_s (compile)"] = step_times[0]
-    timings["median_step_s"] = float(np.median(step_times[1:])) if len(step_times) > 1 else step_times[0]
 
     (work_dir / "arch_weights.json").write_text(json.dumps(log, indent=1))
     plotted = plot_arch_weights(work_dir / "arch_weights.png", log)
@@ -357,13 +408,22 @@ class DARTS:
       if int(retrain_cfg["epochs"]) > 0:
         start = time.perf_counter()
         sub_vars = retrain_derived_network(
-          network, sub_vars, data, retrain_cfg, retrain_key, progress, compiler_options
+          network,
+          sub_vars,
+          data,
+          retrain_cfg,
+          retrain_key,
+          progress,
+          compiler_options,
+          checkpointer=support.checkpointer("retrain", mutator),
         )
         timings["retrain_s"] = time.perf_counter() - start
         summary["retrain_epochs"] = int(retrain_cfg["epochs"])
         summary["derived_val_accuracy_retrained"] = float(accuracy(predict(sub_vars, val_images), val_labels))
         summary["derived_test_accuracy_retrained"] = float(accuracy(predict(sub_vars, test_images), test_labels))
     summary["timings"] = {k: round(v, 4) for k, v in timings.items()}
+    if support.summary() is not None:
+      summary["checkpoints"] = support.summary()
     return SearchResult(fix_subnet, summary)
 
 
@@ -420,6 +480,22 @@ def darts_cost_table(
   return build_resource_table(model, variables, mutator, sample_input, interactions="none", fixed=routes)
 
 
+def _metric_names(step: Callable[[], tuple[Any, Mapping[str, Any]]]) -> list[str]:
+  """The names of the metrics ``step()`` returns, in their order, from a trace of it (nothing runs).
+
+  The step must come from steps built without ``compiler_options``: a trace
+  nests the step's ``jax.jit``, and XLA options are for a top-level one only.
+  """
+  return list(jax.eval_shape(step)[1])
+
+
+def _with_row(buffer: np.ndarray, row: int, value: Any) -> np.ndarray:
+  """A copy of ``buffer`` with ``buffer[row] = value`` (a search state's leaves are never changed in place)."""
+  buffer = buffer.copy()
+  buffer[row] = np.asarray(jax.device_get(value))
+  return buffer
+
+
 class _WithChoices(DartsDiscreteNetwork):
   """The derived network with the supernet call signature ``(x, choices, train)``."""
 
@@ -442,6 +518,7 @@ def retrain_derived_network(
   key: PRNGKey,
   progress: bool = False,
   compiler_options: Mapping[str, Any] | None = None,
+  checkpointer: Checkpointer | None = None,
 ) -> dict[str, Any]:
   """Fine-tunes a derived DARTS network from its inherited weights on ``data.train``.
 
@@ -460,6 +537,9 @@ def retrain_derived_network(
     key: PRNG key of the shuffles.
     progress: show a progress bar.
     compiler_options: XLA options of the jitted step.
+    checkpointer: saves the retraining every ``checkpointer.every_n_steps``
+      steps and resumes from its latest checkpoint
+      (:func:`~jaxmutate.runners.train_loop`'s); ``None``: no checkpoints.
 
   Returns:
     The fine-tuned ``{"params": ..., "batch_stats": ...}``.
@@ -497,6 +577,7 @@ def retrain_derived_network(
     keys="fold_in",
     progress=progress,
     desc="retrain derived network",
+    checkpointer=checkpointer,
   )
   return {"params": state.params, "batch_stats": state.batch_stats}
 

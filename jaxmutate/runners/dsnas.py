@@ -41,8 +41,11 @@ from jaxmutate.mutators import DiffModuleMutator
 from jaxmutate.registry import MODELS
 from jaxmutate.resources import estimate_resources
 from jaxmutate.runners._base import SearchResult, build_part, check_run_config, load_data
-from jaxmutate.runners.darts import darts_cost_table
+from jaxmutate.runners._loop import _BatchReader
+from jaxmutate.runners.checkpoint import checkpoint_settings, resumable_loop
+from jaxmutate.runners.darts import _metric_names, _with_row, darts_cost_table
 from jaxmutate.runners.plots import plot_arch_weights
+from jaxmutate.runners.support import RunSupport
 
 TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "arch_optimizer", "fast_compile")
 
@@ -128,7 +131,8 @@ class DSNAS:
       ...                       mutable_cfg=dict(type="OneHotMutableOP")), finetune_epochs=3))
       >>> dsnas.check_config({"model": {}, "train_cfg": dict(epochs=4)})
     """
-    check_run_config(config, "DSNAS", {"train_cfg": TRAIN_KEYS})
+    check_run_config(config, "DSNAS", {"train_cfg": TRAIN_KEYS}, ("checkpoint",))
+    checkpoint_settings(config, "DSNAS")
     epochs = (config.get("train_cfg") or {}).get("epochs", self.finetune_epochs)
     if not (isinstance(epochs, int) and epochs >= self.finetune_epochs):
       raise ConfigError(
@@ -136,20 +140,30 @@ class DSNAS:
         f"architecture is fixed at), got {epochs!r}."
       )
 
-  def run(self, config: dict[str, Any], work_dir: Path, seed: int, progress: bool = True) -> SearchResult:
+  def run(
+    self, config: dict[str, Any], work_dir: Path, seed: int, progress: bool = True, resume: bool = False
+  ) -> SearchResult:
     """Pretrains, searches, fixes the subnet at ``finetune_epochs`` and finetunes it.
 
     Config keys (all optional but ``model``): ``data``, ``train_cfg``
     (``epochs`` in all, ``batch_size``, ``optimizer`` for the weights,
     ``arch_optimizer`` for the logits, ``fast_compile``: XLA optimisation
-    level 0). Writes ``arch_weights.json`` (softmax weights per epoch, the
-    expected FLOPs) and, with matplotlib, ``arch_weights.png``. The summary
+    level 0), ``checkpoint`` (``dict(every_n_steps=N, keep=K)``: the
+    pretraining, search and finetune epochs, i.e. weights, logits, both
+    optimiser states and the step, with the epochs' metric sums and the log
+    so far, save a checkpoint every ``N`` steps and at their end into
+    ``work_dir/checkpoints/dsnas``; ``resume=True`` continues from them with
+    the same results as a run never interrupted, see
+    :class:`~jaxmutate.runners.support.RunSupport` for the errors). Writes
+    ``arch_weights.json`` (softmax weights per epoch, the expected FLOPs) and,
+    with matplotlib, ``arch_weights.png``. The summary
     holds the fixed subnet's validation/test accuracy (its own BatchNorm
     statistics, from the finetune), its exact FLOPs and parameters, the
     stages, and timings.
     """
     work_dir = Path(work_dir)
     self.check_config(config)
+    support = RunSupport(config, "DSNAS", work_dir, seed, resume)
     work_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     data = load_data(config, "DSNAS")
@@ -200,55 +214,106 @@ class DSNAS:
       compiler_options=compiler_options,
     )
 
+    exclude = ("zero",) if self.exclude_zero else ()
+    steps_per_epoch = len(data.train) // batch_size
+    probe = (jnp.asarray(data.train.images[:batch_size]), jnp.asarray(data.train.labels[:batch_size]))
+    # The metrics' names of both stages from traces of the same steps (no compiler options: a trace nests a jit).
+    probe_steps = make_dsnas_steps(
+      model,
+      mutator,
+      weight_optimizer,
+      arch_optimizer,
+      cost_table=table,
+      flops_target=self.flops_constraints,
+      flops_loss_coef=self.flops_loss_coef,
+    )
+    search_names = _metric_names(lambda: probe_steps.search_step(state, probe, step_key, True))
+    finetune_names = []
+    if epochs > self.finetune_epochs:
+      probe_finetune = probe_steps.make_finetune_step(fix_dsnas_subnet(mutator, state.arch_params, exclude))
+      finetune_names = _metric_names(lambda: probe_finetune(state, probe))
+    columns = {name: j for j, name in enumerate(dict.fromkeys(search_names + finetune_names))}
+    # The whole run as one pytree, so resumable_loop checkpoints and resumes it: the DARTS state, the metric
+    # sums of every epoch (float64, added in step order as floats: a resumed run's means are an uninterrupted
+    # run's) and the logits and step count at the end of every epoch (the log; the fixed subnet is the argmax
+    # of the logits at the end of epoch finetune_epochs - 1).
+    # Sorted by group, the order of a restored dict: a resumed run logs the groups in the same order.
+    host_arch = {g: np.asarray(jax.device_get(a)) for g, a in sorted(state.arch_params.items())}
+    carry: dict[str, Any] = {
+      "dsnas": state,
+      "sums": np.zeros((epochs, len(columns))),
+      "arch": {g: np.zeros((epochs + 1, *a.shape), a.dtype) + a for g, a in host_arch.items()},
+      "steps": np.full(epochs + 1, int(state.step), np.int64),
+    }
+    train_batches = _BatchReader(lambda e: iterate_batches(jax.random.fold_in(train_key, e), data.train, batch_size))
+
+    def arch_at(epoch: int) -> dict[Any, np.ndarray]:
+      return {g: buffer[epoch] for g, buffer in carry["arch"].items()}
+
+    bar = None
+    if progress:
+      from tqdm.auto import tqdm
+
+      bar = tqdm(total=epochs * steps_per_epoch, desc="DSNAS", unit="step")
+    finetune = None
+    stage_start = time.perf_counter()
+
+    def dsnas_step(i: int, carry: dict[str, Any]) -> dict[str, Any]:
+      nonlocal finetune, stage_start
+      epoch, index = divmod(i, steps_per_epoch)
+      if epoch >= self.finetune_epochs and finetune is None:
+        timings["search_s"] = time.perf_counter() - stage_start
+        stage_start = time.perf_counter()
+        fixed = {g: buffer[self.finetune_epochs] for g, buffer in carry["arch"].items()}
+        finetune = steps.make_finetune_step(fix_dsnas_subnet(mutator, fixed, exclude))
+      images, labels = train_batches(epoch, index)
+      batch = (jnp.asarray(images), jnp.asarray(labels))
+      state = carry["dsnas"]
+      if epoch < self.finetune_epochs:
+        update_arch = epoch >= self.pretrain_epochs
+        state, metrics = steps.search_step(state, batch, jax.random.fold_in(step_key, int(state.step)), update_arch)
+      else:
+        state, metrics = finetune(state, batch)
+      metrics = jax.device_get(metrics)
+      sums = carry["sums"].copy()
+      for name, value in metrics.items():
+        sums[epoch, columns[name]] += float(value)
+      carry = {**carry, "dsnas": state, "sums": sums}
+      if index + 1 == steps_per_epoch:
+        carry["arch"] = {g: _with_row(buffer, epoch + 1, state.arch_params[g]) for g, buffer in carry["arch"].items()}
+        carry["steps"] = _with_row(carry["steps"], epoch + 1, int(state.step))
+      if bar is not None:
+        bar.n = i
+        bar.update(1)
+        bar.set_postfix(epoch=epoch + 1, acc=f"{float(metrics['accuracy']):.2f}")
+      return carry
+
+    carry, _ = resumable_loop(dsnas_step, carry, epochs * steps_per_epoch, support.checkpointer("dsnas", mutator))
+    if bar is not None:
+      bar.close()
+    state = carry["dsnas"]
+    timings["search_s" if finetune is None else "finetune_s"] = time.perf_counter() - stage_start
+    finetuned = epochs > self.finetune_epochs
+    group_choices = fix_dsnas_subnet(mutator, arch_at(self.finetune_epochs), exclude)
+
     def log_entry(epoch: int) -> dict[str, Any]:
-      entry: dict[str, Any] = {"epoch": epoch, "step": int(state.step)}
-      entry["weights"] = arch_weights_table(mutator, state.arch_params)
+      entry: dict[str, Any] = {"epoch": epoch, "step": int(carry["steps"][epoch])}
+      entry["weights"] = arch_weights_table(mutator, arch_at(epoch))
       if table is not None:
-        entry["expected_flops"] = float(expected_cost(table, state.arch_params)["flops"])
+        entry["expected_flops"] = float(expected_cost(table, arch_at(epoch))["flops"])
       return entry
 
     log: dict[str, Any] = {
       "choice_names": {mutator.group_key(g): list(mutator.group_spec(g).choice_names) for g in mutator.search_groups},
       "history": [log_entry(0)],
     }
-    steps_per_epoch = len(data.train) // batch_size
-    bar = None
-    if progress:
-      from tqdm.auto import tqdm
-
-      bar = tqdm(total=epochs * steps_per_epoch, desc="DSNAS", unit="step")
-    group_choices = None
-    finetune = None
-    epoch_metrics: list[dict[str, float]] = []
-    stage_start = time.perf_counter()
+    epoch_metrics: list[dict[str, Any]] = []
     for epoch in range(epochs):
-      if epoch == self.finetune_epochs:
-        timings["search_s"] = time.perf_counter() - stage_start
-        stage_start = time.perf_counter()
-        group_choices = fix_dsnas_subnet(mutator, state.arch_params, ("zero",) if self.exclude_zero else ())
-        finetune = steps.make_finetune_step(group_choices)
-      update_arch = epoch >= self.pretrain_epochs
-      sums: dict[str, float] = {}
-      for images, labels in iterate_batches(jax.random.fold_in(train_key, epoch), data.train, batch_size):
-        batch = (jnp.asarray(images), jnp.asarray(labels))
-        if finetune is None:
-          state, metrics = steps.search_step(state, batch, jax.random.fold_in(step_key, int(state.step)), update_arch)
-        else:
-          state, metrics = finetune(state, batch)
-        metrics = jax.device_get(metrics)
-        for name, value in metrics.items():
-          sums[name] = sums.get(name, 0.0) + float(value)
-        if bar is not None:
-          bar.update(1)
-          bar.set_postfix(epoch=epoch + 1, acc=f"{float(metrics['accuracy']):.2f}")
-      stage = "pretrain" if epoch < self.pretrain_epochs else ("search" if finetune is None else "finetune")
-      epoch_metrics.append({"stage": stage, **{k: v / max(steps_per_epoch, 1) for k, v in sums.items()}})
+      stage = "pretrain" if epoch < self.pretrain_epochs else ("search" if epoch < self.finetune_epochs else "finetune")
+      names = search_names if epoch < self.finetune_epochs else finetune_names
+      averages = {name: float(carry["sums"][epoch, columns[name]]) / max(steps_per_epoch, 1) for name in names}
+      epoch_metrics.append({"stage": stage, **averages})
       log["history"].append({**log_entry(epoch + 1), **epoch_metrics[-1]})
-    if bar is not None:
-      bar.close()
-    timings["search_s" if finetune is None else "finetune_s"] = time.perf_counter() - stage_start
-    if group_choices is None:  # epochs == finetune_epochs: fixed at the end, nothing left to finetune
-      group_choices = fix_dsnas_subnet(mutator, state.arch_params, ("zero",) if self.exclude_zero else ())
 
     (work_dir / "arch_weights.json").write_text(json.dumps(log, indent=1))
     plotted = plot_arch_weights(work_dir / "arch_weights.png", log)
@@ -274,13 +339,15 @@ class DSNAS:
       "fixed_subnet_val_accuracy": rate(data.val),
       "fixed_subnet_test_accuracy": rate(data.test),
       # Inherited BatchNorm statistics: the finetune's own when it ran, else the supernet's.
-      "finetuned": finetune is not None,
+      "finetuned": finetuned,
       "fixed_subnet_mflops": resources["flops"],
       "fixed_subnet_mparams": resources["params"],
       "final_epoch": epoch_metrics[-1] if epoch_metrics else {},
       "arch_weights_plot": plotted,
       "timings": {k: round(v, 4) for k, v in timings.items()},
     }
+    if support.summary() is not None:
+      summary["checkpoints"] = support.summary()
     return SearchResult(mutator.export_fix_subnet(group_choices), summary)
 
 

@@ -41,6 +41,7 @@ from jaxmutate.errors import ConfigError, ConfigKeyError, ConfigTypeError
 from jaxmutate.export import load_subnet, save_subnet
 from jaxmutate.models import PlainCNN
 from jaxmutate.pruning import (
+  GroupFisherState,
   ItePruneSchedule,
   check_criterion,
   cost_model,
@@ -58,7 +59,9 @@ from jaxmutate.pruning import (
 )
 from jaxmutate.registry import MODELS, check_config_keys, split_scope
 from jaxmutate.runners._base import SearchResult, build_part, check_run_config, load_data
-from jaxmutate.runners._loop import train_loop
+from jaxmutate.runners._loop import _BatchReader, train_loop
+from jaxmutate.runners.checkpoint import checkpoint_settings, resumable_loop
+from jaxmutate.runners.support import RunSupport
 
 __all__ = ["Prune", "plot_pruning"]
 
@@ -186,7 +189,8 @@ class Prune:
     self._read_config(config)
 
   def _read_config(self, config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    check_run_config(config, self.name, self.sections)
+    check_run_config(config, self.name, self.sections, ("checkpoint",))
+    checkpoint_settings(config, self.name)
     default_opt = dict(type="sgd", learning_rate=0.05, momentum=0.9, nesterov=True)
     phases = {}
     for key, epochs in (("train_cfg", 15), ("prune_cfg", 4), ("finetune_cfg", 4)):
@@ -265,15 +269,25 @@ class Prune:
 
   # Run ---------------------------------------------------------------------
 
-  def run(self, config: dict[str, Any], work_dir: Path, seed: int, progress: bool = True) -> SearchResult:
+  def run(
+    self, config: dict[str, Any], work_dir: Path, seed: int, progress: bool = True, resume: bool = False
+  ) -> SearchResult:
     """Trains, prunes to ``target_flops``, fine-tunes, exports and reports.
 
     Config keys (all optional but ``model``): ``data``, ``train_cfg``,
     ``prune_cfg`` and ``finetune_cfg`` (each ``epochs``, ``batch_size``,
-    ``optimizer``). An unknown key is an error.
+    ``optimizer``), ``checkpoint`` (``dict(every_n_steps=N, keep=K)``: the
+    training, the pruning (weights, optimiser state, masks, the importance
+    accumulated since the last pruning, the step and the pruning path so far)
+    and the fine-tuning save a checkpoint every ``N`` steps and at their end
+    into ``work_dir/checkpoints/{train,prune,finetune}``; ``resume=True``
+    continues from them with the same results as a run never interrupted,
+    see :class:`~jaxmutate.runners.support.RunSupport` for the errors). An
+    unknown key is an error.
     """
     work_dir = Path(work_dir)
     phases = self._read_config(config)
+    support = RunSupport(config, self.name, work_dir, seed, resume)
     data = load_data(config, self.name)
     model = self.architecture
     init_key, train_key, prune_key, finetune_key = jax.random.split(jax.random.key(seed), 4)
@@ -325,6 +339,7 @@ class Prune:
       train_key,
       progress=progress,
       desc="train",
+      checkpointer=support.checkpointer("train"),
     )
     timings["train_s"] = time.perf_counter() - start
     unpruned_val = float(fns["evaluate"](state.variables, masks, *val))
@@ -359,55 +374,94 @@ class Prune:
           linear_schedule=self.schedule.get("linear_schedule", True),
         )
     data_dependent = self.criterion in ("taylor", "fisher")
-    fisher_state = group_fisher_init(groups)
+
+    def ordered(masks: Mapping[str, Any], fisher_state: GroupFisherState) -> tuple[dict[str, Any], GroupFisherState]:
+      # In the units' order: a restored dict is sorted by name, and the pruning path logs kept counts in order.
+      masks = {g.name: np.asarray(masks[g.name], np.float32) for g in groups}
+      return masks, GroupFisherState({g.name: fisher_state.fisher[g.name] for g in groups}, fisher_state.steps)
+
+    masks, fisher_state = ordered(masks, group_fisher_init(groups))
     path = [self._record(0, masks, costs, fns, state, val)]
+    # The whole pruning phase as one pytree, so resumable_loop checkpoints and resumes it: the train state, the
+    # masks, the importance accumulated since the last pruning, and the pruning path so far (after which steps
+    # a pruning happened, the masked network's validation accuracy and the kept counts then).
+    carry: dict[str, Any] = {
+      "train": state,
+      "masks": masks,
+      "fisher": fisher_state,
+      "pruned": np.zeros(total_steps + 1, bool),
+      "val_accuracy": np.zeros(total_steps + 1, np.float32),
+      "kept": np.zeros((total_steps + 1, len(groups)), np.int64),
+    }
+    prune_batch = phase["batch_size"]
+    batches = _BatchReader(lambda e: iterate_batches(jax.random.fold_in(prune_key, e), data.train, prune_batch))
     bar = None
     if progress:
       from tqdm.auto import tqdm
 
       bar = tqdm(total=total_steps, desc=f"prune ({self.schedule['type']}, {self.criterion})", unit="step")
-    global_step, epoch = 0, 0
-    while global_step < total_steps:
-      for images, labels in iterate_batches(jax.random.fold_in(prune_key, epoch), data.train, phase["batch_size"]):
-        if global_step >= total_steps:
-          break
-        x, y = jnp.asarray(images), jnp.asarray(labels)
-        if data_dependent:
-          fisher_state = group_fisher_accumulate(fisher_state, fns["importance"](state.variables, x, y, masks=masks))
-        pruned_now = False
-        if schedule is not None and schedule.is_prune_time(global_step):
-          importance = fisher_state.fisher if data_dependent else fns["importance"](state.variables, masks=masks)
-          choice = schedule.prune_at(global_step)
-          if "flops" in choice:
-            masks = self._prune_to(groups, importance, float(choice["flops"]) * full_macs, costs, masks)
-          else:
-            masks = self._prune_to(groups, importance, target, costs, masks, ratios=choice)
-          fisher_state, pruned_now = group_fisher_init(groups), True
-        elif schedule is None and (global_step + 1) % self.schedule["interval"] == 0:
-          if float(costs.macs(kept_counts(masks))) > target:
-            if not data_dependent:
-              fisher_state = group_fisher_accumulate(
-                group_fisher_init(groups), fns["importance"](state.variables, masks=masks)
-              )
-            masks, fisher_state, pruned = group_fisher_prune(fisher_state, groups, masks, costs.macs, self.round_to)
-            pruned_now = pruned is not None
-        masks = {k: np.asarray(v, np.float32) for k, v in masks.items()}
-        state, metrics = step(state, masks, x, y)
-        global_step += 1
-        if pruned_now:
-          path.append(self._record(global_step, masks, costs, fns, state, val))
-        if bar is not None:
-          bar.update(1)
-          bar.set_postfix(mflops=f"{2 * float(costs.macs(kept_counts(masks))) / 1e6:.3f}")
-      epoch += 1
+
+    def prune_step(global_step: int, carry: dict[str, Any]) -> dict[str, Any]:
+      state = carry["train"]
+      masks, fisher_state = ordered(carry["masks"], carry["fisher"])
+      images, labels = batches(*divmod(global_step, steps_per_epoch))
+      x, y = jnp.asarray(images), jnp.asarray(labels)
+      if data_dependent:
+        fisher_state = group_fisher_accumulate(fisher_state, fns["importance"](state.variables, x, y, masks=masks))
+      pruned_now = False
+      if schedule is not None and schedule.is_prune_time(global_step):
+        importance = fisher_state.fisher if data_dependent else fns["importance"](state.variables, masks=masks)
+        choice = schedule.prune_at(global_step)
+        if "flops" in choice:
+          masks = self._prune_to(groups, importance, float(choice["flops"]) * full_macs, costs, masks)
+        else:
+          masks = self._prune_to(groups, importance, target, costs, masks, ratios=choice)
+        fisher_state, pruned_now = group_fisher_init(groups), True
+      elif schedule is None and (global_step + 1) % self.schedule["interval"] == 0:
+        if float(costs.macs(kept_counts(masks))) > target:
+          if not data_dependent:
+            fisher_state = group_fisher_accumulate(
+              group_fisher_init(groups), fns["importance"](state.variables, masks=masks)
+            )
+          masks, fisher_state, pruned = group_fisher_prune(fisher_state, groups, masks, costs.macs, self.round_to)
+          pruned_now = pruned is not None
+      masks, fisher_state = ordered(masks, fisher_state)
+      state, metrics = step(state, masks, x, y)
+      carry = {**carry, "train": state, "masks": masks, "fisher": fisher_state}
+      if pruned_now:
+        at = global_step + 1
+        record = self._record(at, masks, costs, fns, state, val)
+        carry["pruned"] = _with(carry["pruned"], at, True)
+        carry["val_accuracy"] = _with(carry["val_accuracy"], at, record["val_accuracy"])
+        carry["kept"] = _with(carry["kept"], at, [record["kept"][g.name] for g in groups])
+      if bar is not None:
+        bar.n = global_step
+        bar.update(1)
+        bar.set_postfix(mflops=f"{2 * float(costs.macs(kept_counts(masks))) / 1e6:.3f}")
+      return carry
+
+    carry, _ = resumable_loop(prune_step, carry, total_steps, support.checkpointer("prune"))
     if bar is not None:
       bar.close()
+    state = carry["train"]
+    masks, fisher_state = ordered(carry["masks"], carry["fisher"])
+    global_step = total_steps
+    for at in np.flatnonzero(carry["pruned"]):
+      kept_then = {g.name: int(carry["kept"][at, j]) for j, g in enumerate(groups)}
+      path.append(
+        {
+          "step": int(at),
+          "mflops": 2 * float(costs.macs(kept_then)) / 1e6,
+          "val_accuracy": float(carry["val_accuracy"][at]),
+          "kept": kept_then,
+        }
+      )
     reached = float(costs.macs(kept_counts(masks))) <= target * (1 + 1e-9)
     if not reached:
       # The schedule ran out of steps (GroupFisher with too few of them): prune the rest at once.
       importance = fisher_state.fisher if data_dependent else fns["importance"](state.variables, masks=masks)
       masks = global_pruning(groups, importance, target, costs.macs, self.round_to, self.normalize, masks)
-      masks = {k: np.asarray(v, np.float32) for k, v in masks.items()}
+      masks, fisher_state = ordered(masks, fisher_state)
       path.append(self._record(global_step, masks, costs, fns, state, val))
     timings["prune_s"] = time.perf_counter() - start
     pruned_val = float(fns["evaluate"](state.variables, masks, *val))
@@ -425,6 +479,7 @@ class Prune:
       finetune_key,
       progress=progress,
       desc="fine-tune",
+      checkpointer=support.checkpointer("finetune"),
     )
     timings["finetune_s"] = time.perf_counter() - start
     finetuned_val = float(fns["evaluate"](state.variables, masks, *val))
@@ -483,6 +538,8 @@ class Prune:
       "finetune": finetune_log,
       "timings_s": timings,
     }
+    if support.summary() is not None:
+      summary["checkpoints"] = support.summary()
     fix_subnet = {g.name: {"chosen": kept[g.name]} for g in groups}
     return SearchResult(fix_subnet, summary)
 
@@ -520,6 +577,13 @@ class Prune:
       "val_accuracy": float(fns["evaluate"](state.variables, masks, *val)),
       "kept": kept,
     }
+
+
+def _with(buffer: np.ndarray, row: int, value: Any) -> np.ndarray:
+  """A copy of ``buffer`` with ``buffer[row] = value`` (a checkpointed state's leaves are never changed in place)."""
+  buffer = buffer.copy()
+  buffer[row] = value
+  return buffer
 
 
 def _latency_ratio(full: Any, small: Any, images: jax.Array) -> float:

@@ -54,7 +54,14 @@ from jaxmutate.runners._loop import Batches, PlaceBatch, train_loop
 from jaxmutate.runners.checkpoint import Checkpointer, checkpoint_settings, resumable_loop
 from jaxmutate.runners.plots import plot_pareto
 from jaxmutate.runners.support import RUN_CONFIG_KEYS, RunSupport, nonfinite_policy, sharding_mesh
-from jaxmutate.search import EvolutionResult, EvolutionSearchLoop, EvolutionState, rank_against, sample_constrained
+from jaxmutate.search import (
+  EvolutionResult,
+  EvolutionSearchLoop,
+  EvolutionState,
+  make_search_fn,
+  rank_against,
+  sample_constrained,
+)
 from jaxmutate.sharding import pad_population, replicate, shard_population
 from jaxmutate.typing import GroupChoices, PRNGKey
 
@@ -157,7 +164,11 @@ class SPOS:
     during the search resumes at its last finished generation), ``sharding``
     (``dict(population=P, data=D)``: supernet training and retraining split
     each batch over ``D`` devices, scoring splits each population over ``P``;
-    see :mod:`jaxmutate.sharding`).
+    see :mod:`jaxmutate.sharding`). Without ``checkpoint`` and ``sharding``
+    the evolution search runs on device, the whole of it one compiled
+    program (:func:`~jaxmutate.search.make_search_fn` with the scorer's
+    jittable ``rate``), with the same result as the generation-by-generation
+    search the other cases run.
 
     Besides the returned summary it writes ``work_dir/pareto.png`` (with
     matplotlib): accuracy against FLOPs of every subnet the search rated,
@@ -221,15 +232,20 @@ class SPOS:
     )
     loop = EvolutionSearchLoop(**search_cfg)
     start = time.perf_counter()
-    result, search_state = _search(
-      loop,
-      search_key,
-      mutator,
-      lambda population: val_scorer(state, population),
-      table,
-      progress,
-      support.checkpointer("search", mutator, every_n_steps=1),
-    )
+    search_checkpointer = support.checkpointer("search", mutator, every_n_steps=1)
+    if search_checkpointer is None and support.mesh is None:
+      # Nothing to save between generations: the whole search is one compiled program (the same result).
+      result, search_state = _search_on_device(loop, search_key, mutator, val_scorer, state, table, progress)
+    else:
+      result, search_state = _search(
+        loop,
+        search_key,
+        mutator,
+        lambda population: val_scorer(state, population),
+        table,
+        progress,
+        search_checkpointer,
+      )
     rated, rated_scores = loop.rated(search_state)
     timings["search_s"] = time.perf_counter() - start
 
@@ -444,6 +460,38 @@ def _search(
       driver=driver,
       compiler_options=_SEARCH_COMPILER_OPTIONS,
     )
+
+
+def _search_on_device(
+  loop: EvolutionSearchLoop,
+  key: PRNGKey,
+  mutator: ModuleMutator,
+  scorer: Any,
+  state: TrainState,
+  resource_fn: Any,
+  progress: bool,
+) -> tuple[EvolutionResult, EvolutionState]:
+  """The search as one jitted ``lax.scan`` (:func:`~jaxmutate.search.make_search_fn`): ``loop.run``'s result.
+
+  ``scorer`` is a :func:`~jaxmutate.algorithms.make_population_scorer` scorer: its ``rate`` is the same
+  per-subnet program as its host calls, so the scores (and the search) equal :func:`_search`'s. Only new
+  subnets are rated, one at a time (``chunk_size=1``): rated one after the other anyway, no slot is padding.
+  """
+  search = make_search_fn(loop.as_strategy(mutator, resource_fn), scorer.rate, loop.max_epochs, chunk_size=1)
+  if not progress:
+    return _device_result(loop, search(key, *scorer.score_args(state)))
+  from tqdm.auto import tqdm
+
+  with tqdm(total=loop.max_epochs, desc="evolution search (one compiled program)", unit="gen") as bar:
+    result, search_state = _device_result(loop, search(key, *scorer.score_args(state)))
+    bar.n = loop.max_epochs
+    bar.set_postfix(best=f"{result.best_score:.4f}", pool=result.history[-1]["pool_size"])
+  return result, search_state
+
+
+def _device_result(loop: EvolutionSearchLoop, out: tuple[Any, Any]) -> tuple[EvolutionResult, EvolutionState]:
+  state, history = jax.device_get(out)
+  return loop.result_of(state, history), state
 
 
 def train_supernet(

@@ -1,10 +1,12 @@
 """What a run needs besides its algorithm: checkpoints per phase, a device mesh, the non-finite-loss policy.
 
-The runners that checkpoint and shard (SPOS, AutoSlim, SlimmableNetwork)
-read three config entries through this module: ``checkpoint=dict(every_n_steps=N,
-keep=K)`` (:class:`RunSupport`, :mod:`jaxmutate.runners.checkpoint`),
-``sharding=dict(population=P, data=D)`` (:func:`sharding_mesh`,
-:mod:`jaxmutate.sharding`) and ``train_cfg.on_nonfinite`` (:func:`nonfinite_policy`).
+The runners read three config entries through this module:
+``checkpoint=dict(every_n_steps=N, keep=K)`` (:class:`RunSupport`,
+:mod:`jaxmutate.runners.checkpoint`; every runner: SPOS, AutoSlim,
+SlimmableNetwork, DARTS, DSNAS, Prune), ``sharding=dict(population=P, data=D)``
+(:func:`sharding_mesh`, :mod:`jaxmutate.sharding`) and
+``train_cfg.on_nonfinite`` (:func:`nonfinite_policy`; these two: SPOS, AutoSlim,
+SlimmableNetwork).
 """
 
 from __future__ import annotations

@@ -555,7 +555,10 @@ class EvolutionSearchLoop:
         a time, skipping empty chunks (for an expensive scorer such as
         BatchNorm recalibration plus validation; see
         :func:`~jaxmutate.search.make_generation_step`). ``None`` rates every
-        slot of the pool every generation.
+        slot of the pool every generation. A scorer that rates subnets one
+        after the other, such as
+        :func:`~jaxmutate.algorithms.make_population_scorer`'s ``rate`` (the
+        SPOS runner's), is best at ``chunk_size=1``: no padding is rated.
       mesh: a :func:`~jaxmutate.sharding.make_mesh` mesh: each population
         handed to ``score_fn`` is split over its ``population`` axis (a
         sharding constraint inside the compiled search, so every device rates

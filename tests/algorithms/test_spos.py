@@ -231,3 +231,33 @@ def test_spos_run_says_when_few_random_subnets_meet_the_constraint(tmp_path):
   assert f"only {versus['found']} of the 6" in versus["warning"] and versus["rank_out_of"] == versus["found"] + 1
   spread = summary["random_subnets_test_accuracy"]
   assert spread is versus["random_test_accuracy"] and spread["count"] == versus["found"]
+
+
+@pytest.mark.slow
+def test_jittable_scorer_gives_the_host_scores(setup):
+  # The on-device search rates with `scorer.rate`: it must give the host call's scores, bit for bit.
+  net, x, y, _, state, mutator = setup
+  scorer = make_population_scorer(net, mutator, x, x, y, chunk_size=3)
+  population = jax.vmap(mutator.sample_choices)(jax.random.split(jax.random.key(4), 5))
+  host = scorer(state, population)
+  chex.assert_shape(host, (5,))
+  np.testing.assert_array_equal(np.asarray(jax.jit(scorer.rate)(population, *scorer.score_args(state))), host)
+
+
+@pytest.mark.slow
+def test_spos_run_searches_on_device_with_the_stepwise_result(tmp_path):
+  # Without `checkpoint` the runner searches in one compiled program; with it, generation by generation.
+  search_cfg = dict(
+    max_epochs=3, num_candidates=6, top_k=3, num_mutation=3, num_crossover=3, constraints_range=dict(flops=0.0015)
+  )
+  search_cfg["calibrate_sample_num"] = 0
+  for name in ("device", "stepwise"):
+    (tmp_path / name).mkdir()
+  on_device = _tiny_run(tmp_path / "device", search_cfg=search_cfg, num_random_baseline=2)
+  stepwise = _tiny_run(
+    tmp_path / "stepwise", search_cfg=search_cfg, num_random_baseline=2, checkpoint=dict(every_n_steps=1000, keep=1)
+  )
+  for name in ("best_val_accuracy", "best_test_accuracy", "num_subnets_evaluated", "search_history"):
+    assert on_device[name] == stepwise[name], name
+  assert on_device["best_flops_M_per_image"] == stepwise["best_flops_M_per_image"] <= 0.0015
+  assert "checkpoints" not in on_device and (tmp_path / "stepwise" / "checkpoints" / "search").is_dir()

@@ -66,7 +66,7 @@ def test_masks_under_jit_and_vmap_equal_sliced(small):
   for w in (3, 8):
     kept = {name: list(range(w))}
     sliced = pruned_function(analysis, kept)(analysis.slice_variables(variables, kept), x)
-    np.testing.assert_allclose(outs[w - 1], sliced, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(outs[w - 1], sliced, rtol=1e-4, atol=1e-4)  # other programs: other summation orders
   np.testing.assert_allclose(outs[-1], net.apply(variables, x), rtol=1e-5, atol=1e-5)
   grads = jax.grad(lambda m: f(variables, {name: m}, x).sum())(jnp.ones(8))  # importance by mask gradients
   assert grads.shape == (8,) and bool(jnp.isfinite(grads).all())

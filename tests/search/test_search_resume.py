@@ -1,14 +1,8 @@
-"""The evolution search resumed mid-search: in process (a scorer that dies) and a SPOS run killed with SIGKILL."""
+"""The evolution search resumed mid-search, in process (a scorer that dies); tests/test_checkpoint.py kills a whole run."""
 
 from __future__ import annotations
 
 import functools
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -124,50 +118,3 @@ def test_stepwise_search_errors_come_after_the_first_generation(mutator):
   )
   with pytest.raises(jm.errors.SearchError, match="constraints_range"):
     impossible.run_stepwise(jax.random.key(0), mutator, score, resources, compiler_options=FAST)
-
-
-TINY = """
-model = dict(type='SPOS', architecture=dict(type='SearchableMLP', width=16, num_layers=3),
-             mutator=dict(type='OneShotModuleMutator'))
-train_cfg = dict(epochs=1, batch_size=32)
-search_cfg = dict(max_epochs=8, num_candidates=8, top_k=3, num_mutation=4, num_crossover=4, calibrate_sample_num=0)
-num_random_baseline = 0
-checkpoint = dict(every_n_steps=1000, keep=2)
-"""
-VARYING = ("timings_s", "wall_time_s", "checkpoints", "compilation_cache")
-
-
-def _command(config, work_dir, cache, *extra):
-  command = [sys.executable, "-m", "jaxmutate.cli", "search", str(config), "--work-dir", str(work_dir), "--no-progress"]
-  return command + list(extra), {**os.environ, "JAXMUTATE_COMPILATION_CACHE": str(cache)}
-
-
-@pytest.mark.slow
-def test_a_spos_run_killed_during_the_search_resumes_at_its_generation(tmp_path):
-  config = tmp_path / "tiny.py"
-  config.write_text(TINY)
-  cache = tmp_path / "cache"
-  command, env = _command(config, tmp_path / "whole", cache)
-  subprocess.run(command, env=env, check=True, capture_output=True)
-
-  command, env = _command(config, tmp_path / "killed", cache)
-  process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  checkpoints = tmp_path / "killed" / "checkpoints" / "search"
-  deadline = time.monotonic() + 180
-  while not (checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())):
-    assert process.poll() is None and time.monotonic() < deadline, "the run ended before the search's first checkpoint"
-    time.sleep(0.01)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  done = subprocess.run(command + ["--resume"], env=env, capture_output=True, text=True)
-  assert done.returncode == 0, done.stderr[-3000:]
-
-  whole = json.loads((tmp_path / "whole" / "summary.json").read_text())
-  resumed = json.loads((tmp_path / "killed" / "summary.json").read_text())
-  resumed_from = resumed["checkpoints"]["resumed_from"]
-  assert resumed_from["supernet"] is not None  # training finished before the kill
-  assert resumed_from["search"] is not None and resumed_from["search"] < 8, resumed_from  # killed mid-search
-  assert {k: v for k, v in resumed.items() if k not in VARYING} == {k: v for k, v in whole.items() if k not in VARYING}
-  assert (tmp_path / "killed" / "best_fix_subnet.yaml").read_text() == (
-    tmp_path / "whole" / "best_fix_subnet.yaml"
-  ).read_text()
