@@ -17,12 +17,12 @@ TINY = dict(arch_setting=((4, 1, 1), (8, 1, 2)), stem_channels=4, last_channels=
 
 
 def _space(net, x):
-  variables = net.init(jax.random.key(0), x, None)
+  variables = jm.init_supernet(net, jax.random.key(0), x)  # jitted: an eager init compiles op by op
   mutator = jm.OneShotModuleMutator().prepare_from_supernet(variables)
   return variables, mutator, {name: spec.choice_names for name, spec in mutator.specs}
 
 
-@pytest.mark.slow  # about 18 s on a 2-core machine, mostly the first eager init of the SPOS blocks
+@pytest.mark.slow  
 def test_identity_is_offered_only_where_a_block_keeps_its_shape_and_only_when_asked():
   x = jnp.ones((1, 4, 4, 1))
   assert jm.models.SearchableShuffleNetV2().identity_candidate is False  # the default space is unchanged
@@ -39,7 +39,7 @@ def test_identity_is_offered_only_where_a_block_keeps_its_shape_and_only_when_as
     jm.models.SearchableShuffleNetV2(**TINY, identity_candidate="yes").init(jax.random.key(0), x, None)
 
 
-@pytest.mark.slow  # about 10 s on a quiet 2-core machine, mostly the eager init of the 5-block supernet
+@pytest.mark.slow  
 def test_the_depth_config_offers_a_skip_at_every_block_and_its_budget_keeps_about_a_fifth():
   config = jm.load_config(CONFIGS / "spos_depth_digits.py")
   net = jm.build(config["model"]["architecture"])
