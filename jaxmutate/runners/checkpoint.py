@@ -38,6 +38,7 @@ import hashlib
 import json
 import logging
 import warnings
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -292,6 +293,9 @@ class Checkpointer:
       with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         self._manager = ocp.CheckpointManager(self.directory, options=options)
+      # Close orbax's manager (its threads and event loop) with this object, or at exit before the interpreter
+      # tears down, rather than leaving it to garbage collection at shutdown.
+      weakref.finalize(self, self._manager.close)
     return self._manager
 
   def due(self, step: int) -> bool:
