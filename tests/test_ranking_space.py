@@ -22,7 +22,7 @@ def _space(net, x):
   return variables, mutator, {name: spec.choice_names for name, spec in mutator.specs}
 
 
-@pytest.mark.slow  
+@pytest.mark.slow
 def test_identity_is_offered_only_where_a_block_keeps_its_shape_and_only_when_asked():
   x = jnp.ones((1, 4, 4, 1))
   assert jm.models.SearchableShuffleNetV2().identity_candidate is False  # the default space is unchanged
@@ -39,7 +39,7 @@ def test_identity_is_offered_only_where_a_block_keeps_its_shape_and_only_when_as
     jm.models.SearchableShuffleNetV2(**TINY, identity_candidate="yes").init(jax.random.key(0), x, None)
 
 
-@pytest.mark.slow  
+@pytest.mark.slow
 def test_the_depth_config_offers_a_skip_at_every_block_and_its_budget_keeps_about_a_fifth():
   config = jm.load_config(CONFIGS / "spos_depth_digits.py")
   net = jm.build(config["model"]["architecture"])
