@@ -262,13 +262,7 @@ class DARTS:
     # metric sums of every epoch (float64 on the host, added in step order as floats: a resumed run's means are
     # an uninterrupted run's) and the architecture logits and step count at the end of every epoch (the log).
     # Sorted by group, the order of a restored dict: a resumed run logs the groups in the same order.
-    host_arch = {g: np.asarray(jax.device_get(a)) for g, a in sorted(state.arch_params.items())}
-    carry: dict[str, Any] = {
-      "darts": state,
-      "sums": np.zeros((epochs, len(names))),
-      "arch": {g: np.zeros((epochs + 1, *a.shape), a.dtype) + a for g, a in host_arch.items()},
-      "steps": np.full(epochs + 1, int(state.step), np.int64),
-    }
+    carry = _epoch_log_carry("darts", state, epochs, len(names))
     train_batches = _BatchReader(lambda e: iterate_batches(jax.random.fold_in(train_key, e), data.train, batch_size))
     # Validation batches: one shuffled pass after another, pass p shuffled with val_keys[p].
     val_keys = jax.random.split(val_key, 10 * epochs + 10)
@@ -487,6 +481,19 @@ def _metric_names(step: Callable[[], tuple[Any, Mapping[str, Any]]]) -> list[str
   nests the step's ``jax.jit``, and XLA options are for a top-level one only.
   """
   return list(jax.eval_shape(step)[1])
+
+
+def _epoch_log_carry(name: str, state: Any, epochs: int, num_metrics: int) -> dict[str, Any]:
+  """The resumable state of an epoch-logged architecture search: ``{name: state}``, per-epoch metric sums, and
+  the architecture logits and step count at the start and the end of every epoch (rows filled by
+  :func:`_with_row`), the groups sorted as a restored dict's are."""
+  host_arch = {g: np.asarray(jax.device_get(a)) for g, a in sorted(state.arch_params.items())}
+  return {
+    name: state,
+    "sums": np.zeros((epochs, num_metrics)),
+    "arch": {g: np.zeros((epochs + 1, *a.shape), a.dtype) + a for g, a in host_arch.items()},
+    "steps": np.full(epochs + 1, int(state.step), np.int64),
+  }
 
 
 def _with_row(buffer: np.ndarray, row: int, value: Any) -> np.ndarray:

@@ -43,7 +43,7 @@ from jaxmutate.resources import estimate_resources
 from jaxmutate.runners._base import SearchResult, build_part, check_run_config, load_data
 from jaxmutate.runners._loop import _BatchReader
 from jaxmutate.runners.checkpoint import checkpoint_settings, resumable_loop
-from jaxmutate.runners.darts import _metric_names, _with_row, darts_cost_table
+from jaxmutate.runners.darts import _epoch_log_carry, _metric_names, _with_row, darts_cost_table
 from jaxmutate.runners.plots import plot_arch_weights
 from jaxmutate.runners.support import RunSupport
 
@@ -238,13 +238,7 @@ class DSNAS:
     # run's) and the logits and step count at the end of every epoch (the log; the fixed subnet is the argmax
     # of the logits at the end of epoch finetune_epochs - 1).
     # Sorted by group, the order of a restored dict: a resumed run logs the groups in the same order.
-    host_arch = {g: np.asarray(jax.device_get(a)) for g, a in sorted(state.arch_params.items())}
-    carry: dict[str, Any] = {
-      "dsnas": state,
-      "sums": np.zeros((epochs, len(columns))),
-      "arch": {g: np.zeros((epochs + 1, *a.shape), a.dtype) + a for g, a in host_arch.items()},
-      "steps": np.full(epochs + 1, int(state.step), np.int64),
-    }
+    carry = _epoch_log_carry("dsnas", state, epochs, len(columns))
     train_batches = _BatchReader(lambda e: iterate_batches(jax.random.fold_in(train_key, e), data.train, batch_size))
 
     def arch_at(epoch: int) -> dict[Any, np.ndarray]:
